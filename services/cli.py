@@ -1,0 +1,137 @@
+"""`qbsync` command line (SPEC section 4). Parsing lives here; each command lives in its module.
+
+Every command exits non-zero on failure. Known failures (configuration, database, Intuit)
+print one line to stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from services.errors import ConfigError, DatabaseUnavailable, QBSyncError
+
+__all__ = ["main", "build_parser"]
+
+# command path -> "module:function"; the function takes (args, settings) and returns an exit code.
+COMMANDS: dict[str, str] = {
+    "db upgrade": "services.dbcmd:cmd_db_upgrade",
+    "connect": "services.oauth:cmd_connect",
+    "token add": "services.tokenup:cmd_token_add",
+    "token refresh": "services.tokenup:cmd_token_refresh",
+    "token revoke": "services.tokenup:cmd_token_revoke",
+    "tokenup": "services.tokenup:cmd_tokenup",
+    "sync": "services.sync:cmd_sync",
+    "webhook": "services.webhook:cmd_webhook",
+    "status": "services.status:cmd_status",
+    "tui": "tui.app:cmd_tui",
+    "emulator": "services.emulator.cli:cmd_emulator",
+    "demo": "services.demo:cmd_demo",
+    "doctor": "services.doctor:cmd_doctor",
+}
+NO_SETTINGS = {"emulator"}  # runs without qbsync configuration
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qbsync", description="QuickBooks Online -> PostgreSQL sync: tokens, sync, webhooks, console.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="create/upgrade the schema (idempotent, safe to run concurrently)")
+
+    p = sub.add_parser("connect", help="OAuth authorization-code flow for a company")
+    p.add_argument("--realm-id", help="expected realm (reconnecting a company)")
+    p.add_argument("--redirect-url", help="the redirect URL from the browser (skips the prompt)")
+    p.add_argument("--listen", action="store_true", help="wait for the callback on a local listener")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the callback")
+
+    token = sub.add_parser("token", help="stored OAuth tokens").add_subparsers(dest="token_command", required=True)
+    p = token.add_parser("add", help="store tokens, e.g. from Intuit's OAuth Playground")
+    p.add_argument("--realm-id", required=True)
+    p.add_argument("--refresh-token", required=True)
+    p.add_argument("--access-token")
+    p.add_argument("--expires-in", type=int, help="seconds the access token has left")
+    p.add_argument("--company-name")
+    p = token.add_parser("refresh", help="refresh now, even a fresh token")
+    p.add_argument("--realm-id", help="one realm (default: every active realm)")
+    p = token.add_parser("revoke", help="revoke at Intuit and mark the realm disconnected")
+    p.add_argument("--realm-id", required=True)
+
+    p = sub.add_parser("tokenup", help="the token worker")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+
+    p = sub.add_parser("sync", help="the sync worker")
+    p.add_argument("--once", action="store_true", help="one pass, then exit (non-zero if any entity failed)")
+    p.add_argument("--realm-id")
+    p.add_argument("--entity", help="CompanyInfo, Customer, Item, Estimate or Invoice")
+    p.add_argument("--full", action="store_true", help="full listing with delete reconciliation")
+
+    sub.add_parser("webhook", help="the webhook receiver")
+
+    p = sub.add_parser("status", help="the console's data, non-interactive")
+    p.add_argument("--json", action="store_true", help="one JSON object (SPEC section 4)")
+
+    sub.add_parser("tui", help="the Textual console")
+
+    p = sub.add_parser("emulator", help="the local QBO emulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--seed-data", action="store_true", help="generate a demo company")
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--items", type=int, default=200)
+    p.add_argument("--invoices", type=int, default=3000)
+    p.add_argument("--estimates", type=int, default=500)
+    p.add_argument("--latency-ms", type=int, default=0)
+    p.add_argument("--rate-limit", type=int, default=500, help="requests per minute per realm before 429")
+    p.add_argument("--webhook-url", help="deliver signed webhooks of changes here")
+    p.add_argument("--webhook-format", choices=("classic", "cloudevents"), default="cloudevents")
+
+    p = sub.add_parser("demo", help="everything locally: embedded PostgreSQL, emulator, supervisord, console")
+    p.add_argument("--for", dest="duration", type=float, help="run this many seconds, check data flowed, exit")
+    p.add_argument("--no-tui", action="store_true", help="do not open the console")
+
+    sub.add_parser("doctor", help="check configuration, database, endpoints, supervisord, logs")
+    return parser
+
+
+def _command_key(args: argparse.Namespace) -> str:
+    for group in ("db_command", "token_command"):
+        if getattr(args, group, None):
+            return f"{args.command} {getattr(args, group)}"
+    return args.command
+
+
+def _resolve(key: str) -> Callable[..., int]:
+    module_name, func = COMMANDS[key].split(":")
+    return getattr(importlib.import_module(module_name), func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    key = _command_key(args)
+    try:
+        command = _resolve(key)
+        if key in NO_SETTINGS:
+            return int(command(args, None) or 0)
+        from services.config import load_settings
+
+        settings = load_settings()
+        return int(command(args, settings) or 0)
+    except ConfigError as exc:
+        print(f"qbsync: configuration error: {exc.one_line()}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:
+        print(f"qbsync: database unavailable: {exc.one_line()}", file=sys.stderr)
+        return 1
+    except QBSyncError as exc:
+        print(f"qbsync: {type(exc).__name__}: {exc.one_line()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Logging: PM2-style timestamps on every line and redaction of every secret.
+
+Every secret qbsync reads (client secret, verifier token, access and refresh tokens,
+database password) is registered with `register_secret`; the filter installed by
+`setup_logging` replaces registered values, and anything that looks like a bearer token
+or a `refresh_token=`/`access_token=` pair, before a record reaches any handler.
+`redact()` is the same scrubbing for text that goes elsewhere (the errors table, the console).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from datetime import datetime
+
+__all__ = ["register_secret", "redact", "setup_logging", "PM2Formatter", "REDACTED"]
+
+REDACTED = "[REDACTED]"
+_secrets: set[str] = set()
+_lock = threading.Lock()
+_PATTERNS = [
+    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)((?:access|refresh|id)_token|client_secret|verifier_token|password)"
+               r"([\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"),
+]
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that it is scrubbed wherever it would be written."""
+    if value and len(value) >= 6:
+        with _lock:
+            _secrets.add(value)
+
+
+def redact(text: object) -> str:
+    """`text` as a string with every registered secret and token-looking value removed."""
+    out = str(text)
+    with _lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        if secret in out:
+            out = out.replace(secret, REDACTED)
+    out = _PATTERNS[0].sub(lambda m: f"{m.group(1)} {REDACTED}", out)
+    out = _PATTERNS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", out)
+    return out
+
+
+class PM2Formatter(logging.Formatter):
+    """`2026-11-22 14:05 +00:00 INFO tokenup: message`: PM2's 'YYYY-MM-DD HH:mm Z'."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        stamp = datetime.fromtimestamp(record.created).astimezone()
+        offset = stamp.strftime("%z")
+        return stamp.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class _RedactFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            try:
+                record.msg = record.getMessage()
+            except (TypeError, ValueError):
+                record.msg = str(record.msg)
+            record.args = None
+        record.msg = redact(record.msg)
+        return True
+
+
+def setup_logging(service: str, level: str = "INFO") -> logging.Logger:
+    """Configure the root logger for one qbsync process; returns the service's logger."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(PM2Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RedactFilter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    for noisy in ("urllib3", "waitress.queue", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    return logging.getLogger(service)

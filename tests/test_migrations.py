@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from db.migrate import available_migrations, upgrade
+
+ENTITY_KEYS = {
+    "companies": ["id"], "customers": ["realm_id", "id"], "items": ["realm_id", "id"],
+    "estimates": ["realm_id", "id"], "invoices": ["realm_id", "id"],
+    "estimate_line_items": ["realm_id", "estimate_id", "position"],
+    "invoice_line_items": ["realm_id", "invoice_id", "position"],
+}
+
+
+def _primary_key(conn: psycopg.Connection, table: str) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary"
+        " ORDER BY array_position(i.indkey, a.attnum)", (f"quickbooks.{table}",))]
+
+
+def test_fresh_then_repeated_upgrade(empty_database_url: str) -> None:
+    with psycopg.connect(empty_database_url) as conn:
+        first = upgrade(conn)
+        assert first == [v for v, _ in available_migrations()]
+        assert upgrade(conn) == []
+        for table, key in ENTITY_KEYS.items():
+            assert _primary_key(conn, table) == key
+
+
+def test_types_are_exact(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'quickbooks'").fetchall()
+    types = {(t, c): d for t, c, d in rows}
+    money = [("invoices", "total_amt"), ("invoices", "balance"), ("customers", "balance"),
+             ("items", "unit_price"), ("invoice_line_items", "amount"), ("estimates", "total_amt")]
+    assert all(types[m] == "numeric" for m in money)
+    times = [k for k, d in types.items() if k[1].endswith(("_at", "last_updated"))]
+    assert times and all(types[k] == "timestamp with time zone" for k in times)
+    assert types[("tokens", "id")] == "bigint"
+
+
+def test_realm_id_is_unique_on_tokens(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("INSERT INTO quickbooks.tokens (realm_id, refresh_token) VALUES ('1', 'a')"
+                     " ON CONFLICT (realm_id) DO UPDATE SET refresh_token = excluded.refresh_token")
+        conn.execute("INSERT INTO quickbooks.tokens (realm_id, refresh_token) VALUES ('1', 'b')"
+                     " ON CONFLICT (realm_id) DO UPDATE SET refresh_token = excluded.refresh_token")
+        assert conn.execute("SELECT count(*), max(refresh_token) FROM quickbooks.tokens").fetchone() == (1, "b")
+
+
+def test_concurrent_upgrades_are_safe(empty_database_url: str) -> None:
+    code = ("import sys, psycopg; from db.migrate import upgrade; "
+            "c = psycopg.connect(sys.argv[1]); print(len(upgrade(c))); c.close()")
+    root = Path(__file__).parents[1]
+    procs = [subprocess.Popen([sys.executable, "-c", code, empty_database_url], cwd=root,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results.append(int(out.strip()))
+    assert sorted(results) == [0, 0, 0, len(available_migrations())]
+
+
+def test_cli_db_upgrade_uses_the_embedded_default(tmp_path: Path) -> None:
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    qbsync = Path(sys.executable).parent / "qbsync"
+    try:
+        proc = subprocess.run([str(qbsync), "db", "upgrade"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "embedded PostgreSQL" in proc.stderr and "applied 0001_initial" in proc.stdout
+        again = subprocess.run([str(qbsync), "db", "upgrade"], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and "up to date" in again.stdout
+    finally:
+        from db.embedded import stop_embedded
+        stop_embedded(tmp_path / "var" / "pg")

@@ -1,0 +1,1 @@
+"""The Textual console (`qbsync tui`): the only package that imports textual."""
