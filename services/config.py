@@ -113,6 +113,16 @@ class Settings:
     def embedded_pg_dir(self) -> Path:
         return self.work_dir / "var" / "pg"
 
+    @property
+    def supervisor_socket(self) -> Path:
+        """supervisord's unix socket (supervisord.conf: %(here)s/var/supervisor.sock)."""
+        return self.work_dir / "var" / "supervisor.sock"
+
+    @property
+    def log_dir(self) -> Path:
+        """Per-program log files: logs/<program>.out.log (INFO and below), logs/<program>.err.log."""
+        return self.work_dir / "logs"
+
 
 def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     raw = env.get(name, "").strip()

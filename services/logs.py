@@ -72,14 +72,19 @@ class _RedactFilter(logging.Filter):
 
 
 def setup_logging(service: str, level: str = "INFO") -> logging.Logger:
-    """Configure the root logger for one qbsync process; returns the service's logger."""
+    """Configure the root logger for one process: INFO and below to stdout, WARNING+ to stderr."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(PM2Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_RedactFilter())
-    root.addHandler(handler)
+    formatter = PM2Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = logging.StreamHandler(sys.stdout)  # -> logs/<program>.out.log
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)  # -> logs/<program>.err.log
+    err.setLevel(logging.WARNING)
+    for handler in (out, err):
+        handler.setFormatter(formatter)
+        handler.addFilter(_RedactFilter())
+        root.addHandler(handler)
     root.setLevel(level)
     for noisy in ("urllib3", "waitress.queue", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

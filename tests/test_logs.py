@@ -26,7 +26,7 @@ def test_log_lines_carry_pm2_timestamps_and_no_secrets(capsys) -> None:  # noqa:
     log = setup_logging("tokenup", "INFO")
     register_secret("AB11-access-token-value")
     log.info("refreshed with %s", "AB11-access-token-value")
-    line = capsys.readouterr().err.strip()
+    line = capsys.readouterr().out.strip()
     for handler in list(logging.getLogger().handlers):
         logging.getLogger().removeHandler(handler)
     for handler in before:
