@@ -55,11 +55,14 @@ def _first_line(exc: BaseException) -> str:
 class Database:
     """A small connection pool with one way in: `with db.transaction() as conn:`."""
 
-    def __init__(self, url: str, *, max_size: int = 8, name: str = "qbsync") -> None:
+    def __init__(self, url: str, *, max_size: int = 8, name: str = "qbsync",
+                 timeout: float = CONNECT_TIMEOUT_S + 5) -> None:
+        """`timeout`: the longest `transaction()` waits for a connection before
+        DatabaseUnavailable (the webhook receiver keeps it under Intuit's 3 s)."""
         self.url = url
         self._pool = ConnectionPool(
             url, min_size=0, max_size=max_size, kwargs=_kwargs(), open=True, name=name,
-            check=ConnectionPool.check_connection, timeout=CONNECT_TIMEOUT_S + 5,
+            check=ConnectionPool.check_connection, timeout=timeout,
             reconnect_timeout=0,
         )
 
@@ -94,6 +97,8 @@ class Database:
         self._pool.close()
 
 
-def open_database(settings, *, announce: bool = True, max_size: int = 8) -> Database:  # noqa: ANN001
+def open_database(settings, *, announce: bool = True, max_size: int = 8,  # noqa: ANN001
+                  timeout: float = CONNECT_TIMEOUT_S + 5) -> Database:
     """The pool for this process: DATABASE_URL or the embedded default."""
-    return Database(resolve_database_url(settings, announce=announce), max_size=max_size)
+    return Database(resolve_database_url(settings, announce=announce), max_size=max_size,
+                    timeout=timeout)
