@@ -1,0 +1,249 @@
+"""The console's read model: one snapshot of every realm's health, shared by `qbsync tui`
+and `qbsync status` (SPEC section 4), plus `health()` that turns it into an exit code.
+
+Cheap by construction, whatever the size of the synced data: row counts come from
+`sync_state.row_count` (never `count(*)` on an entity table), the duration of the last run
+is one primary-key lookup per (realm, entity) through `sync_state.last_run_id`, and the
+newest errors are read through the `errors (at DESC)` index. Token values are never
+selected: only their status and expiry times leave this module.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+
+from services.logs import redact
+
+__all__ = [
+    "ENTITY_ORDER", "RECENT_ERRORS", "status_snapshot", "health", "enqueue_sync_request",
+    "sync_request_states", "READ_MODEL_QUERIES",
+]
+
+# SPEC section 4: entities in this order, by their QBO names.
+ENTITY_ORDER = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
+RECENT_ERRORS = 20
+EXPIRY_WARNING_DAYS = 30
+
+# Every query one snapshot runs, by name (the benchmark EXPLAINs exactly these).
+READ_MODEL_QUERIES: dict[str, str] = {
+    "realms": """
+        SELECT coalesce(t.realm_id, c.id) AS realm_id, c.name, c.environment,
+               t.status, t.is_active, t.expires_at, t.refresh_token_expires_at,
+               t.refresh_token_hard_expires_at, t.last_refreshed_at, t.last_error
+          FROM quickbooks.tokens t
+          FULL OUTER JOIN quickbooks.companies c ON c.id = t.realm_id
+         ORDER BY lower(coalesce(c.name, '')), coalesce(t.realm_id, c.id)""",
+    "entities": """
+        SELECT s.realm_id, s.entity, s.last_success_at, s.last_run_status, s.row_count,
+               s.last_error, s.next_run_at, r.started_at, r.finished_at, r.status
+          FROM quickbooks.sync_state s
+          LEFT JOIN quickbooks.sync_runs r ON r.id = s.last_run_id""",
+    "errors": """
+        SELECT id, at, service, realm_id, entity, code, message
+          FROM quickbooks.errors
+         ORDER BY at DESC, id DESC
+         LIMIT %(limit)s""",
+}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _now(now: datetime | None) -> datetime:
+    if now is None:
+        return datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    return now
+
+
+def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
+                    stale_after: timedelta = timedelta(hours=2),
+                    errors_limit: int = RECENT_ERRORS) -> dict[str, Any]:
+    """The SPEC section 4 status object without "processes", from three indexed queries.
+
+    Guarantees: every SPEC key is present; realms are sorted by company name; each realm
+    lists ENTITY_ORDER entities (never-synced ones with nulls and rows 0); times are ISO
+    8601 with offset; no token value and no unredacted secret is returned. Extra keys for
+    the console: realm "is_active"; entity "next_run_at", "last_run_started_at",
+    "last_run_finished_at", "duration_s", "stale" (never synced, or last success older
+    than `stale_after`, 2 x SYNC_INTERVAL_MINUTES by convention); error "id", "code";
+    top-level "generated_at".
+    """
+    now = _now(now)
+    realms_rows = conn.execute(READ_MODEL_QUERIES["realms"]).fetchall()
+    entity_rows = conn.execute(READ_MODEL_QUERIES["entities"]).fetchall()
+    error_rows = conn.execute(READ_MODEL_QUERIES["errors"], {"limit": errors_limit}).fetchall()
+
+    by_realm: dict[str, dict[str, tuple]] = {}
+    for row in entity_rows:
+        by_realm.setdefault(row[0], {})[row[1]] = row
+
+    realms = []
+    for (realm_id, name, environment, status, is_active, expires_at, refresh_expires,
+         hard_expires, last_refreshed, last_error) in realms_rows:
+        entities = []
+        states = by_realm.get(realm_id, {})
+        for entity in ENTITY_ORDER:
+            row = states.get(entity)
+            if row is None:
+                entities.append({
+                    "entity": entity, "last_success_at": None, "last_run_status": None, "rows": 0,
+                    "last_error": None, "next_run_at": None, "last_run_started_at": None,
+                    "last_run_finished_at": None, "duration_s": None, "stale": True,
+                })
+                continue
+            (_r, _e, last_success, run_status, row_count, ent_error, next_run,
+             started, finished, _run_row_status) = row
+            duration = None
+            if started is not None and finished is not None:
+                duration = round((finished - started).total_seconds(), 3)
+            entities.append({
+                "entity": entity,
+                "last_success_at": _iso(last_success),
+                "last_run_status": run_status,
+                "rows": int(row_count or 0),
+                "last_error": redact(ent_error) if ent_error else None,
+                "next_run_at": _iso(next_run),
+                "last_run_started_at": _iso(started),
+                "last_run_finished_at": _iso(finished),
+                "duration_s": duration,
+                "stale": last_success is None or now - last_success > stale_after,
+            })
+        realms.append({
+            "realm_id": realm_id,
+            "company_name": name,
+            "environment": environment or "production",
+            "is_active": bool(is_active) if is_active is not None else False,
+            "token": {
+                # A company row without any token row has nothing to sync with.
+                "status": status or "disconnected",
+                "access_expires_at": _iso(expires_at),
+                "refresh_expires_at": _iso(refresh_expires),
+                "hard_expires_at": _iso(hard_expires),
+                "last_refreshed_at": _iso(last_refreshed),
+                "last_error": redact(last_error) if last_error else None,
+            },
+            "entities": entities,
+        })
+
+    recent_errors = [
+        {"at": _iso(at), "service": service, "realm_id": realm_id, "entity": entity,
+         "message": redact(message), "id": err_id, "code": code}
+        for err_id, at, service, realm_id, entity, code, message in error_rows
+    ]
+    return {"generated_at": _iso(now), "realms": realms, "recent_errors": recent_errors}
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _span(delta: timedelta) -> str:
+    seconds = int(abs(delta.total_seconds()))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datetime | None = None, *,
+           sync_interval_minutes: int = 60, token_margin_minutes: int = 10,
+           token_check_interval_seconds: int = 60) -> tuple[int, list[str]]:
+    """(exit code, reasons) like a monitoring check: 0 healthy, 1 warning, 2 critical.
+
+    Critical: a realm needs_reauth, a FATAL process, an entity whose last run failed.
+    Warning: an active realm's access token has less than the refresh margin left and
+    was not refreshed within the last two token checks (tokenup is not keeping up); the
+    refresh token's idle or hard expiry is within 30 days; an entity never synced or
+    whose last success is older than 2 x SYNC_INTERVAL_MINUTES; a process that is not
+    RUNNING/STARTING; no company connected. Disconnected realms are reported as such
+    but never raise the level (the operator revoked them on purpose).
+    Each reason is one line naming the realm and what to do.
+    """
+    now = _now(now)
+    critical: list[str] = []
+    warning: list[str] = []
+    margin = timedelta(minutes=token_margin_minutes)
+    recent_refresh = timedelta(seconds=2 * token_check_interval_seconds)
+    stale_after = timedelta(minutes=2 * sync_interval_minutes)
+    expiry_horizon = timedelta(days=EXPIRY_WARNING_DAYS)
+
+    if not snapshot.get("realms"):
+        warning.append("no company connected: run qbsync connect")
+    for realm in snapshot.get("realms", []):
+        rid = realm["realm_id"]
+        label = f"{realm.get('company_name') or rid} ({rid})"
+        token = realm["token"]
+        status = token["status"]
+        if status == "needs_reauth":
+            critical.append(f"{label}: needs re-authorization: run qbsync connect --realm-id {rid}")
+            continue
+        if status != "active":
+            continue
+        access = _parse(token["access_expires_at"])
+        refreshed = _parse(token["last_refreshed_at"])
+        if access is None or access - now < margin:
+            if refreshed is None or now - refreshed >= recent_refresh:
+                left = "no access token" if access is None else (
+                    f"access token expired {_span(now - access)} ago" if access <= now
+                    else f"access token expires in {_span(access - now)}")
+                warning.append(f"{label}: {left} and was not refreshed: check the tokenup process")
+        for key, what in (("refresh_expires_at", "refresh token idle expiry"),
+                          ("hard_expires_at", "refresh token hard expiry")):
+            when = _parse(token[key])
+            if when is not None and when - now <= expiry_horizon:
+                verb = "passed" if when <= now else f"in {_span(when - now)}"
+                warning.append(f"{label}: {what} {verb}: run qbsync connect --realm-id {rid}")
+        for ent in realm["entities"]:
+            name = ent["entity"]
+            if ent["last_run_status"] == "failed":
+                msg = (ent.get("last_error") or "no error recorded").splitlines()[0][:200]
+                critical.append(f"{label}: {name} sync failed: {msg}")
+                continue
+            last = _parse(ent["last_success_at"])
+            if last is None:
+                warning.append(f"{label}: {name} never synced")
+            elif now - last > stale_after:
+                warning.append(f"{label}: {name} last synced {_span(now - last)} ago (stale)")
+    for proc in processes:
+        state = str(proc.get("state", "")).upper()
+        if state == "FATAL":
+            critical.append(f"process {proc['name']} is FATAL: see logs/{proc['name']}.err.log")
+        elif state not in ("RUNNING", "STARTING"):
+            warning.append(f"process {proc['name']} is {state}")
+    if critical:
+        return 2, critical + warning
+    if warning:
+        return 1, warning
+    return 0, []
+
+
+def enqueue_sync_request(conn: psycopg.Connection, realm_id: str | None, entity: str | None = None,
+                         full: bool = False, requested_by: str = "tui") -> int:
+    """Queue a sync request in the caller's transaction; returns its id.
+
+    The fallback used when services/sync.py provides none (same table, same columns).
+    """
+    row = conn.execute(
+        "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
+        " VALUES (%s, %s, %s, %s) RETURNING id",
+        (realm_id, entity, full, requested_by),
+    ).fetchone()
+    return int(row[0])
+
+
+def sync_request_states(conn: psycopg.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{id: {"status", "started_at", "finished_at", "error"}} for the given request ids."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        "SELECT id, status, started_at, finished_at, error FROM quickbooks.sync_requests"
+        " WHERE id = ANY(%s)", (list(ids),)).fetchall()
+    return {int(r[0]): {"status": r[1], "started_at": _iso(r[2]), "finished_at": _iso(r[3]),
+                        "error": redact(r[4]) if r[4] else None} for r in rows}

@@ -1,0 +1,79 @@
+"""Deterministic console state for the read-model, status and console tests (no tests here).
+
+`seed_console_state(conn, now)` inserts companies, tokens, sync_state, sync_runs and errors
+rows directly, with every time relative to `now`, so frozen-time snapshots are stable.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+__all__ = ["HEALTHY_REALM", "REAUTH_REALM", "ACCESS_TOKEN", "REFRESH_TOKEN", "seed_realm", "seed_console_state",
+           "ENTITIES"]
+
+HEALTHY_REALM = "9130357000000001"
+REAUTH_REALM = "9130357000000002"
+ACCESS_TOKEN = "eyJhbGciOiJSUzI1NiJ9.console-test-access-token-value"
+REFRESH_TOKEN = "AB11console-test-refresh-token-value-xyz"
+ENTITIES = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
+ROWS = {"CompanyInfo": 1, "Customer": 2345, "Item": 187, "Estimate": 412, "Invoice": 12873}
+
+
+def seed_realm(conn: psycopg.Connection, now: datetime, realm_id: str, name: str | None, *,
+               status: str = "active", environment: str = "production",
+               access_left: timedelta = timedelta(minutes=48), refreshed_ago: timedelta = timedelta(minutes=12),
+               refresh_left: timedelta = timedelta(days=99), hard_left: timedelta = timedelta(days=1500),
+               token_error: str | None = None, synced_ago: timedelta | None = timedelta(minutes=20),
+               run_status: str = "success", run_error: str | None = None,
+               access_token: str = ACCESS_TOKEN, refresh_token: str = REFRESH_TOKEN,
+               entities: tuple[str, ...] = ENTITIES) -> None:
+    """One realm: company, token row and a sync_state + sync_runs row per entity."""
+    if name is not None:
+        conn.execute("INSERT INTO quickbooks.companies (id, name, environment) VALUES (%s, %s, %s)",
+                     (realm_id, name, environment))
+    conn.execute(
+        "INSERT INTO quickbooks.tokens (realm_id, company_id, access_token, refresh_token, expires_at,"
+        " refresh_token_expires_at, refresh_token_hard_expires_at, status, is_active, last_error,"
+        " last_refreshed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (realm_id, realm_id if name is not None else None, access_token, refresh_token, now + access_left,
+         now + refresh_left, now + hard_left, status, status == "active", token_error, now - refreshed_ago))
+    for i, entity in enumerate(entities):
+        if synced_ago is None:
+            continue
+        started = now - synced_ago - timedelta(seconds=30 + i)
+        finished = started + timedelta(seconds=1.5 + i * 2)
+        status_i = run_status if entity == "Invoice" else "success"
+        run_id = conn.execute(
+            "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, started_at, finished_at, status,"
+            " rows_fetched, rows_upserted, error) VALUES (%s, %s, 'cdc', %s, %s, %s, 10, 10, %s) RETURNING id",
+            (realm_id, entity, started, finished, status_i, run_error if status_i == "failed" else None),
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO quickbooks.sync_state (realm_id, entity, cursor, last_success_at, last_run_id,"
+            " last_run_status, last_error, row_count, next_run_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (realm_id, entity, now - synced_ago, now - synced_ago if status_i == "success" else now - synced_ago
+             - timedelta(hours=1), run_id, status_i, run_error if status_i == "failed" else None, ROWS[entity],
+             now + timedelta(minutes=40)))
+
+
+def seed_console_state(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
+    """A healthy company, a company that needs re-authorization, and three errors."""
+    seed_realm(conn, now, HEALTHY_REALM, "Acme Café & Sons")
+    seed_realm(conn, now, REAUTH_REALM, "O'Brien [bold]Plumbing[/]", status="needs_reauth",
+               token_error="invalid_grant: the refresh token is invalid, expired or revoked",
+               access_left=timedelta(minutes=-30), refreshed_ago=timedelta(hours=5),
+               refresh_left=timedelta(days=20), synced_ago=timedelta(hours=5))
+    errors = [
+        (now - timedelta(minutes=3), "tokenup", REAUTH_REALM, None,
+         "NeedsReauth: invalid_grant -> reconnect the company: qbsync connect --realm-id " + REAUTH_REALM),
+        (now - timedelta(minutes=9), "sync", HEALTHY_REALM, "Invoice",
+         "Throttled: 429 Too Many Requests [red]not markup[/red] " + "detail " * 40 + "END-OF-MESSAGE"),
+        (now - timedelta(hours=2), "webhook", None, None, "signature mismatch from 127.0.0.1"),
+    ]
+    for at, service, realm, entity, message in errors:
+        conn.execute("INSERT INTO quickbooks.errors (at, service, realm_id, entity, message)"
+                     " VALUES (%s, %s, %s, %s, %s)", (at, service, realm, entity, message))
+    return {"realms": [HEALTHY_REALM, REAUTH_REALM]}
