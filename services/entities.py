@@ -1,0 +1,304 @@
+"""The synced entity set, declared once: one `EntitySpec` per QBO entity (SPEC sections 6 and 8).
+
+Each spec says where a QBO object lands (table, key), how every column is taken from the
+QBO JSON (`Column.extract`, applied to the object exactly as QBO sent it, numbers parsed as
+`Decimal`), whether the entity has line items (table + foreign-key column), whether it is a
+name list (queried with `Active IN (true,false)`; never hard-deleted, inactivated instead),
+whether it can be hard-deleted or merged. The upserts (db/upserts.py) and the sync engine
+(services/sync.py) are generic over these specs: adding Payment is one entry here plus a
+migration creating `payments` (+ `payment_line_items`).
+
+Extractors return text / Decimal / bool / None; dates and timestamps are passed to
+PostgreSQL as QBO's ISO 8601 strings (PostgreSQL parses offsets such as `-07:00`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "Column", "LineSpec", "EntitySpec", "ENTITIES", "ENTITY_NAMES", "LINE_COLUMNS",
+    "get_spec", "field_path", "meta_updated", "version_of", "parse_time",
+]
+
+Extractor = Callable[[dict], Any]
+
+
+def field_path(*keys: str) -> Extractor:
+    """An extractor for a nested field (`field_path("CustomerRef", "value")`); None when absent."""
+    if len(keys) == 1:
+        key = keys[0]
+
+        def one(obj: dict) -> Any:
+            value = obj.get(key)
+            return None if isinstance(value, (dict, list)) else value
+        return one
+
+    def nested(obj: dict) -> Any:
+        value: Any = obj
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return None if isinstance(value, (dict, list)) else value
+    return nested
+
+
+def _text(extract: Extractor) -> Extractor:
+    """Coerce scalars to text (QBO ids and numbers-as-strings stay digit-exact)."""
+    def inner(obj: dict) -> Any:
+        value = extract(obj)
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+    return inner
+
+
+def _bool(extract: Extractor) -> Extractor:
+    def inner(obj: dict) -> Any:
+        value = extract(obj)
+        if value is None or isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return value.strip().lower() == "true"
+        return bool(value)
+    return inner
+
+
+def _int(extract: Extractor) -> Extractor:
+    def inner(obj: dict) -> Any:
+        value = extract(obj)
+        if value is None or isinstance(value, bool):
+            return None
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return inner
+
+
+def _company_country(obj: dict) -> Any:
+    """Top-level `Country` if present, else `CompanyAddr.Country` (ISO alpha-3 since 2025)."""
+    country = obj.get("Country")
+    if isinstance(country, str) and country:
+        return country
+    addr = obj.get("CompanyAddr")
+    if isinstance(addr, dict):
+        return addr.get("Country")
+    return None
+
+
+_OFFSET_NO_COLON = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A QBO timestamp (`...-07:00`, `...-0700`, `...Z`, fractions) as an aware datetime; None if absent/bad."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    text = _OFFSET_NO_COLON.sub(r"\1:\2", text)
+    if "." in text:  # Python < 3.11 style limits: keep at most 6 fractional digits
+        head, _, tail = text.partition(".")
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        tail = tail[:min(digits, 6)] + tail[digits:]
+        text = f"{head}.{tail}" if digits else head + tail
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+meta_updated: Extractor = field_path("MetaData", "LastUpdatedTime")
+meta_created: Extractor = field_path("MetaData", "CreateTime")
+
+
+def version_of(obj: dict) -> tuple[str | None, str | None]:
+    """(MetaData.LastUpdatedTime, SyncToken) of a QBO object, as sent."""
+    token = obj.get("SyncToken")
+    return meta_updated(obj), (None if token is None else str(token))
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its name, SQL type and how to take it from the QBO object."""
+
+    name: str
+    sql_type: str
+    extract: Extractor
+
+
+def _col(name: str, sql_type: str, extract: Extractor) -> Column:
+    if sql_type == "text":
+        extract = _text(extract)
+    elif sql_type == "boolean":
+        extract = _bool(extract)
+    elif sql_type == "integer":
+        extract = _int(extract)
+    return Column(name, sql_type, extract)
+
+
+# Line item columns (SPEC section 8: estimate_line_items and invoice_line_items).
+LINE_COLUMNS: tuple[Column, ...] = (
+    _col("line_id", "text", field_path("Id")),
+    _col("line_num", "integer", field_path("LineNum")),
+    _col("detail_type", "text", field_path("DetailType")),
+    _col("description", "text", field_path("Description")),
+    _col("amount", "numeric", field_path("Amount")),
+    _col("item_id", "text", field_path("SalesItemLineDetail", "ItemRef", "value")),
+    _col("item_name", "text", field_path("SalesItemLineDetail", "ItemRef", "name")),
+    _col("qty", "numeric", field_path("SalesItemLineDetail", "Qty")),
+    _col("unit_price", "numeric", field_path("SalesItemLineDetail", "UnitPrice")),
+)
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    """Line items of a document: `table` keyed by (realm_id, `fk`, position)."""
+
+    table: str
+    fk: str
+    columns: tuple[Column, ...] = LINE_COLUMNS
+
+
+@dataclass(frozen=True)
+class EntitySpec:
+    """How one QBO entity maps to PostgreSQL.
+
+    `table` is in schema quickbooks. Ordinary entities are keyed (realm_id, id) and carry
+    sync_token, qbo_created_at, qbo_updated_at, raw, deleted_at, merged_into, synced_at.
+    `company=True` marks CompanyInfo: keyed by id = realm id, versioned by `last_updated`,
+    fetched with `company_info()` instead of query/CDC.
+    """
+
+    name: str
+    table: str
+    columns: tuple[Column, ...]
+    line: LineSpec | None = None
+    name_list: bool = False
+    hard_deletable: bool = True
+    mergeable: bool = False
+    company: bool = False
+    insert_only: tuple[str, ...] = field(default=())   # columns never overwritten on update
+
+    @property
+    def qualified_table(self) -> str:
+        return f"quickbooks.{self.table}"
+
+    @property
+    def version_column(self) -> str:
+        return "last_updated" if self.company else "qbo_updated_at"
+
+    @property
+    def cdc_supported(self) -> bool:
+        return not self.company
+
+    def query_where(self, condition: str | None = None) -> str | None:
+        """The WHERE clause for a listing: name lists include inactive rows."""
+        parts = [condition] if condition else []
+        if self.name_list:
+            parts.append("Active IN (true,false)")
+        return " AND ".join(parts) or None
+
+    def row(self, obj: dict) -> list[Any]:
+        """The column values of one QBO object, in `columns` order."""
+        return [column.extract(obj) for column in self.columns]
+
+
+_VERSIONED = (
+    _col("sync_token", "text", field_path("SyncToken")),
+    _col("qbo_created_at", "timestamptz", meta_created),
+    _col("qbo_updated_at", "timestamptz", meta_updated),
+)
+
+ENTITIES: dict[str, EntitySpec] = {spec.name: spec for spec in (
+    EntitySpec(
+        name="CompanyInfo", table="companies", company=True, hard_deletable=False,
+        columns=(
+            _col("name", "text", field_path("CompanyName")),
+            _col("legal_name", "text", field_path("LegalName")),
+            _col("country", "text", _company_country),
+            _col("last_updated", "timestamptz", meta_updated),
+        ),
+    ),
+    EntitySpec(
+        name="Customer", table="customers", name_list=True, hard_deletable=False, mergeable=True,
+        columns=(
+            _col("display_name", "text", field_path("DisplayName")),
+            _col("company_name", "text", field_path("CompanyName")),
+            _col("given_name", "text", field_path("GivenName")),
+            _col("family_name", "text", field_path("FamilyName")),
+            _col("email", "text", field_path("PrimaryEmailAddr", "Address")),
+            _col("phone", "text", field_path("PrimaryPhone", "FreeFormNumber")),
+            _col("active", "boolean", field_path("Active")),
+            _col("balance", "numeric", field_path("Balance")),
+            _col("currency", "text", field_path("CurrencyRef", "value")),
+            *_VERSIONED,
+        ),
+    ),
+    EntitySpec(
+        name="Item", table="items", name_list=True, hard_deletable=False, mergeable=True,
+        columns=(
+            _col("name", "text", field_path("Name")),
+            _col("sku", "text", field_path("Sku")),
+            _col("type", "text", field_path("Type")),
+            _col("active", "boolean", field_path("Active")),
+            _col("unit_price", "numeric", field_path("UnitPrice")),
+            _col("purchase_cost", "numeric", field_path("PurchaseCost")),
+            _col("qty_on_hand", "numeric", field_path("QtyOnHand")),
+            *_VERSIONED,
+        ),
+    ),
+    EntitySpec(
+        name="Estimate", table="estimates",
+        line=LineSpec("estimate_line_items", "estimate_id"),
+        columns=(
+            _col("doc_number", "text", field_path("DocNumber")),
+            _col("txn_date", "date", field_path("TxnDate")),
+            _col("expiration_date", "date", field_path("ExpirationDate")),
+            _col("txn_status", "text", field_path("TxnStatus")),
+            _col("customer_id", "text", field_path("CustomerRef", "value")),
+            _col("customer_name", "text", field_path("CustomerRef", "name")),
+            _col("total_amt", "numeric", field_path("TotalAmt")),
+            _col("currency", "text", field_path("CurrencyRef", "value")),
+            _col("email_status", "text", field_path("EmailStatus")),
+            *_VERSIONED,
+        ),
+    ),
+    EntitySpec(
+        name="Invoice", table="invoices",
+        line=LineSpec("invoice_line_items", "invoice_id"),
+        columns=(
+            _col("doc_number", "text", field_path("DocNumber")),
+            _col("txn_date", "date", field_path("TxnDate")),
+            _col("due_date", "date", field_path("DueDate")),
+            _col("customer_id", "text", field_path("CustomerRef", "value")),
+            _col("customer_name", "text", field_path("CustomerRef", "name")),
+            _col("total_amt", "numeric", field_path("TotalAmt")),
+            _col("balance", "numeric", field_path("Balance")),
+            _col("currency", "text", field_path("CurrencyRef", "value")),
+            _col("email_status", "text", field_path("EmailStatus")),
+            *_VERSIONED,
+        ),
+    ),
+)}
+
+ENTITY_NAMES: tuple[str, ...] = tuple(ENTITIES)
+
+
+def get_spec(name: str) -> EntitySpec:
+    """The spec for a QBO entity name, case-insensitively; ValueError naming the choices."""
+    for spec_name, spec in ENTITIES.items():
+        if spec_name.lower() == name.strip().lower():
+            return spec
+    raise ValueError(f"unknown entity {name!r}: choose one of {', '.join(ENTITY_NAMES)}")

@@ -1,0 +1,198 @@
+"""Batched newer-wins upserts on real PostgreSQL, fed with the recorded QBO payloads."""
+
+from __future__ import annotations
+
+import copy
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from db.upserts import apply_objects, dump_raw, mark_deleted, mark_merged, reconcile_missing, upsert_company, upsert_objects
+from services.entities import ENTITIES
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
+REALM = "9130350000000001"
+INVOICE, ESTIMATE, CUSTOMER = ENTITIES["Invoice"], ENTITIES["Estimate"], ENTITIES["Customer"]
+
+
+def sample(name: str) -> dict:
+    return json.loads((SAMPLES / name).read_text(encoding="utf-8"), parse_float=Decimal)
+
+
+def newer(obj: dict, seconds_later: str, token: str, **changes: object) -> dict:
+    out = copy.deepcopy(obj)
+    out["MetaData"]["LastUpdatedTime"] = seconds_later
+    out["SyncToken"] = token
+    out.update(changes)
+    return out
+
+
+def fetch(db, sql: str, *params):  # noqa: ANN001, ANN201
+    with db.transaction() as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def raw_of(db, table: str, ident: str) -> dict:  # noqa: ANN001
+    (text,), = fetch(db, f"SELECT raw::text FROM quickbooks.{table} WHERE realm_id = %s AND id = %s", REALM, ident)
+    return json.loads(text, parse_float=Decimal)
+
+
+def test_invoice_columns_lines_and_raw_are_exact(db) -> None:  # noqa: ANN001
+    created = sample("invoice_created_real.json")["Invoice"]
+    with db.transaction() as conn:
+        result = upsert_objects(conn, INVOICE, REALM, [created, sample("invoice.json")["Invoice"]])
+    assert (result.written, result.skipped) == (2, 0)
+    row, = fetch(db, "SELECT doc_number, txn_date::text, due_date::text, customer_id, customer_name, total_amt,"
+                 " balance, currency, email_status, sync_token, qbo_created_at, qbo_updated_at, deleted_at"
+                 " FROM quickbooks.invoices WHERE realm_id = %s AND id = '266'", REALM)
+    assert row[:10] == ("1043", "2020-09-29", "2020-10-29", "1", "Amy's Bird Sanctuary", Decimal("100.00"),
+                        Decimal("100.00"), "USD", "NotSet", "0")
+    assert str(row[5]) == "100.00"  # numeric keeps QBO's scale
+    assert row[11].isoformat() == "2020-09-29T12:58:07+00:00" and row[12] is None
+    assert raw_of(db, "invoices", "266") == created
+    (amount,), = fetch(db, "SELECT raw->'Line'->0->>'Amount' FROM quickbooks.invoices WHERE id = '266'")
+    assert amount == "100.00"
+    lines = fetch(db, "SELECT position, line_id, line_num, detail_type, amount, item_id, item_name"
+                  " FROM quickbooks.invoice_line_items WHERE realm_id = %s AND invoice_id = '266' ORDER BY position", REALM)
+    assert lines == [(0, "1", 1, "SalesItemLineDetail", Decimal("100.00"), "1", "Services"),
+                     (1, None, None, "SubTotalLineDetail", Decimal("100.00"), None, None)]
+
+
+def test_same_version_twice_changes_nothing(db) -> None:  # noqa: ANN001
+    obj = sample("estimate.json")["Estimate"]
+    with db.transaction() as conn:
+        upsert_objects(conn, ESTIMATE, REALM, [obj])
+    before = fetch(db, "SELECT synced_at, xmin::text FROM quickbooks.estimates")
+    with db.transaction() as conn:
+        again = upsert_objects(conn, ESTIMATE, REALM, [obj])
+    assert (again.written, again.skipped) == (0, 1)
+    assert fetch(db, "SELECT synced_at, xmin::text FROM quickbooks.estimates") == before
+    assert fetch(db, "SELECT count(*) FROM quickbooks.estimate_line_items")[0][0] == 3
+
+
+def test_older_version_never_overwrites_newer(db) -> None:  # noqa: ANN001
+    old = sample("invoice_created_real.json")["Invoice"]
+    void = newer(old, "2022-09-02T05:58:56-07:00", "1", TotalAmt=Decimal("0"), Balance=Decimal("0"),
+                 PrivateNote="Voided", Line=[{"Amount": Decimal("0"), "DetailType": "SubTotalLineDetail",
+                                              "SubTotalLineDetail": {}}])
+    with db.transaction() as conn:
+        upsert_objects(conn, INVOICE, REALM, [void])
+    with db.transaction() as conn:
+        late = upsert_objects(conn, INVOICE, REALM, [old])
+    assert late.written == 0
+    assert fetch(db, "SELECT total_amt, sync_token FROM quickbooks.invoices") == [(Decimal("0"), "1")]
+    assert fetch(db, "SELECT position, detail_type FROM quickbooks.invoice_line_items") == [(0, "SubTotalLineDetail")]
+    assert raw_of(db, "invoices", "266") == void
+
+
+def test_equal_time_higher_sync_token_wins_numerically(db) -> None:  # noqa: ANN001
+    base = sample("customer.json")["Customer"]
+    t = base["MetaData"]["LastUpdatedTime"]
+    nine = newer(base, t, "9", DisplayName="nine")
+    ten = newer(base, t, "10", DisplayName="ten")
+    with db.transaction() as conn:
+        upsert_objects(conn, CUSTOMER, REALM, [nine])
+    with db.transaction() as conn:
+        assert upsert_objects(conn, CUSTOMER, REALM, [ten]).written == 1
+    with db.transaction() as conn:
+        assert upsert_objects(conn, CUSTOMER, REALM, [nine]).written == 0
+    assert fetch(db, "SELECT display_name, sync_token FROM quickbooks.customers") == [("ten", "10")]
+
+
+def test_inactivation_is_an_update_not_a_delete(db) -> None:  # noqa: ANN001
+    base = sample("customer.json")["Customer"]
+    with db.transaction() as conn:
+        upsert_objects(conn, CUSTOMER, REALM, [base])
+        upsert_objects(conn, CUSTOMER, REALM, [newer(base, "2017-01-01T00:00:00Z", "2", Active=False)])
+    assert fetch(db, "SELECT active, deleted_at FROM quickbooks.customers") == [(False, None)]
+
+
+def test_deletes_keep_rows_and_respect_versions(db) -> None:  # noqa: ANN001
+    obj = sample("invoice_created_real.json")["Invoice"]  # updated 2020-09-29T05:58:07-07:00
+    with db.transaction() as conn:
+        upsert_objects(conn, INVOICE, REALM, [obj])
+        assert mark_deleted(conn, INVOICE, REALM, [("266", "2020-09-29T05:00:00-07:00")]) == 0  # older
+    assert fetch(db, "SELECT deleted_at FROM quickbooks.invoices") == [(None,)]
+    marker = {"domain": "QBO", "status": "Deleted", "Id": "266",
+              "MetaData": {"LastUpdatedTime": "2020-09-29T06:02:35-07:00"}}
+    with db.transaction() as conn:
+        result = apply_objects(conn, INVOICE, REALM, [marker])
+    assert result.deleted == 1
+    (deleted_at, total), = fetch(db, "SELECT deleted_at, total_amt FROM quickbooks.invoices")
+    assert deleted_at.isoformat() == "2020-09-29T13:02:35+00:00" and total == Decimal("100.00")
+    assert fetch(db, "SELECT count(*) FROM quickbooks.invoice_line_items")[0][0] == 2  # kept
+    with db.transaction() as conn:  # the pre-delete version arriving late does not resurrect
+        assert upsert_objects(conn, INVOICE, REALM, [obj]).written == 0
+    with db.transaction() as conn:  # a version newer than the delete does
+        assert upsert_objects(conn, INVOICE, REALM, [newer(obj, "2020-09-30T00:00:00Z", "3")]).written == 1
+    assert fetch(db, "SELECT deleted_at FROM quickbooks.invoices") == [(None,)]
+
+
+def test_delete_of_unknown_id_leaves_tombstone_that_blocks_older_copies(db) -> None:  # noqa: ANN001
+    obj = sample("invoice.json")["Invoice"]  # updated 2015-08-10
+    with db.transaction() as conn:
+        mark_deleted(conn, INVOICE, REALM, [(obj["Id"], "2016-01-01T00:00:00Z")])
+        assert upsert_objects(conn, INVOICE, REALM, [obj]).written == 0
+    (deleted_at,), = fetch(db, "SELECT deleted_at FROM quickbooks.invoices")
+    assert deleted_at is not None
+
+
+def test_merge_marks_merged_away_row(db) -> None:  # noqa: ANN001
+    customers = sample("query_response_customers.json")["QueryResponse"]["Customer"]
+    with db.transaction() as conn:
+        assert upsert_objects(conn, CUSTOMER, REALM, customers).written == len(customers) == 41
+        assert mark_merged(conn, CUSTOMER, REALM, "2", "1", "2030-01-01T00:00:00Z") == 1
+        assert mark_merged(conn, CUSTOMER, REALM, "2", "1", "2030-01-01T00:00:00Z") == 0  # once
+    rows = fetch(db, "SELECT id, merged_into, deleted_at IS NOT NULL FROM quickbooks.customers"
+                 " WHERE deleted_at IS NOT NULL OR merged_into IS NOT NULL")
+    assert rows == [("2", "1", True)]
+
+
+def test_reconcile_marks_missing_rows_deleted(db) -> None:  # noqa: ANN001
+    customers = sample("query_response_customers.json")["QueryResponse"]["Customer"]
+    with db.transaction() as conn:
+        upsert_objects(conn, CUSTOMER, REALM, customers)
+        present = [c["Id"] for c in customers if c["Id"] not in ("3", "7")]
+        assert reconcile_missing(conn, CUSTOMER, REALM, present, "2030-01-01T00:00:00Z") == 2
+    assert fetch(db, "SELECT id FROM quickbooks.customers WHERE deleted_at IS NOT NULL ORDER BY id") == [("3",), ("7",)]
+
+
+def test_batch_with_duplicates_keeps_newest_per_id(db) -> None:  # noqa: ANN001
+    base = sample("customer.json")["Customer"]
+    later = newer(base, "2017-01-01T00:00:00-07:00", "2", DisplayName="Dukes Basketball Camp \u00e9t\u00e9")
+    with db.transaction() as conn:
+        result = apply_objects(conn, CUSTOMER, REALM, [later, base])
+    assert result.written == 1
+    assert fetch(db, "SELECT display_name FROM quickbooks.customers") == [("Dukes Basketball Camp \u00e9t\u00e9",)]
+
+
+def test_cdc_sample_estimates_apply(db) -> None:  # noqa: ANN001
+    body = sample("cdc_response.json")
+    estimates = [o for qr in body["CDCResponse"][0]["QueryResponse"] for o in qr.get("Estimate", [])]
+    with db.transaction() as conn:
+        result = apply_objects(conn, ESTIMATE, REALM, estimates)
+    assert result.written == len(estimates) > 0
+    for obj in estimates:
+        assert raw_of(db, "estimates", obj["Id"]) == obj
+        n = fetch(db, "SELECT count(*) FROM quickbooks.estimate_line_items WHERE estimate_id = %s", obj["Id"])[0][0]
+        assert n == len(obj["Line"])
+
+
+def test_company_upsert_keeps_environment_and_newer_wins(db) -> None:  # noqa: ANN001
+    info = sample("companyinfo.json")["CompanyInfo"]
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO quickbooks.companies (id, environment) VALUES (%s, 'sandbox')", (REALM,))
+        assert upsert_company(conn, REALM, info, environment="production").written == 1
+        older = newer(info, "2015-01-01T00:00:00Z", "1", CompanyName="Old")
+        assert upsert_company(conn, REALM, older).written == 0
+    row, = fetch(db, "SELECT id, name, legal_name, country, environment, last_updated, raw::text FROM quickbooks.companies")
+    assert row[:5] == (REALM, "TestCompany", "TestCompany", "US", "sandbox")
+    assert row[5].isoformat() == "2015-06-03T23:06:06+00:00"
+    assert json.loads(row[6], parse_float=Decimal) == info
+
+
+def test_dump_raw_writes_decimals_with_their_digits() -> None:
+    obj = {"a": Decimal("100.00"), "b": [Decimal("1E+2"), Decimal("-0.10")], "c": "\u00e9'"}
+    text = dump_raw(obj)
+    assert '"a":100.00' in text and "-0.10" in text
+    assert json.loads(text, parse_float=Decimal) == obj
