@@ -1,0 +1,377 @@
+"""The QuickBooks Online Data API client: query with paging, count, read, CompanyInfo, CDC.
+
+One `QBOClient` per realm. Every request:
+- goes to `{base}/v3/company/{realm}/...` where base is the realm's stored `base_url` or
+  QBO_API_BASE_URL, with `minorversion=QBO_MINOR_VERSION`, `Accept: application/json` and
+  `Authorization: Bearer <access token>`, and explicit (connect, read) timeouts;
+- takes a slot from the realm's cross-process `RateBudget` (services/budget.py) and counts in
+  `.api_calls`;
+- maps failures through services/faults.py: Throttled (429/3001), ServerError (5xx) and
+  TransportError (connection errors, timeouts) are retried with `services.retry.backoff_delay`
+  up to `MAX_ATTEMPTS` attempts (a Retry-After header wins); a 401 refreshes the token once
+  through `services.tokens.refresh_realm(stale_access_token=...)` and retries once, a second
+  401 raises NeedsReauth; anything else raises at once;
+- parses JSON with `parse_float=Decimal`, and treats a 200 body holding a Fault as an error.
+
+`parse_qbo_time` turns QBO's timestamps (`-07:00`, `-0700`, `Z`, any fraction) into aware
+datetimes; other modules import it from here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import requests
+
+from services.errors import (
+    AuthenticationFailed,
+    FatalQBOError,
+    NeedsReauth,
+    NotFound,
+    Retriable,
+    ServerError,
+    TransportError,
+)
+from services.faults import check_body_for_fault, header, parse_fault
+from services.logs import redact, register_secret
+from services.retry import MAX_ATTEMPTS, backoff_delay
+
+__all__ = [
+    "QBOClient", "QueryPage", "CDCResult", "TokenProvider", "parse_qbo_time", "PAGE_SIZE",
+]
+
+log = logging.getLogger("qbsync.qbo")
+
+PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+_ORDER = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?(\s*,\s*[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?)*$",
+                    re.IGNORECASE)
+_TIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)$"
+)
+_TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
+                     requests.exceptions.ChunkedEncodingError,
+                     requests.exceptions.ContentDecodingError)
+
+
+def parse_qbo_time(value: str | int | float) -> datetime:
+    """An aware datetime from a QBO timestamp; ValueError for anything without an offset.
+
+    Accepts `2015-10-01T16:54:59-07:00`, `2015-10-05T14:42:19-0700`, `2016-10-05T03:09:04.000Z`,
+    fractions of any length (nanoseconds are cut to microseconds), and epoch milliseconds
+    (the number some 401 envelopes carry as `time`).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a QBO time: {value!r}")
+    if isinstance(value, (int, float, Decimal)):
+        return datetime.fromtimestamp(float(value) / 1000.0, tz=timezone.utc)
+    match = _TIME.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a QBO time with an offset: {str(value)[:60]!r}")
+    year, month, day, hour, minute, second, fraction, offset = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    if offset in ("Z", "z"):
+        tz = timezone.utc
+    else:
+        sign = -1 if offset[0] == "-" else 1
+        digits = offset[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"bad UTC offset in QBO time: {value!r}")
+        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
+                    micro, tzinfo=tz)
+
+
+@dataclass(frozen=True)
+class QueryPage:
+    """One page of a query: the objects as QBO sent them, the server time, the 1-based start."""
+
+    objects: list[dict]
+    time: datetime
+    start_position: int
+
+
+@dataclass(frozen=True)
+class CDCResult:
+    """A CDC response: server time, and objects per entity (deleted ones have status Deleted).
+
+    Every requested entity has a key, spelled as requested (an empty list when unchanged).
+    """
+
+    time: datetime
+    objects: dict[str, list[dict]] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Objects over all entities (Intuit caps a response at 1,000)."""
+        return sum(len(v) for v in self.objects.values())
+
+
+class TokenProvider(Protocol):
+    """Where a client gets its access token (the default is services.tokens)."""
+
+    def access_token(self) -> str: ...
+
+    def refresh(self, stale: str) -> str: ...
+
+
+class _RealmTokens:
+    """The default provider: services.tokens (imported lazily), which also knows base_url."""
+
+    def __init__(self, db, settings, realm_id: str) -> None:  # noqa: ANN001
+        self.db, self.settings, self.realm_id = db, settings, realm_id
+        self.base_url = ""
+
+    def access_token(self) -> str:
+        from services.tokens import access_token_for
+
+        token, base_url = access_token_for(self.db, self.settings, self.realm_id)
+        self.base_url = base_url or ""
+        return token
+
+    def refresh(self, stale: str) -> str:
+        from services.tokens import refresh_realm
+
+        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401")
+        return self.access_token()
+
+
+def _entity_name(entity: str) -> str:
+    if not _NAME.match(entity or ""):
+        raise ValueError(f"not a QBO entity name: {entity!r}")
+    return entity
+
+
+def _pick(mapping: dict, name: str) -> Any:
+    """mapping[name], matching the key case-insensitively (QBO answers `Estimate` to `estimate`)."""
+    if name in mapping:
+        return mapping[name]
+    lowered = name.lower()
+    for key, value in mapping.items():
+        if key.lower() == lowered:
+            return value
+    return None
+
+
+class QBOClient:
+    """A Data API client for one realm (see the module docstring for what every call does)."""
+
+    def __init__(self, db, settings, realm_id: str, *,  # noqa: ANN001
+                 session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 timeout: tuple[float, float] = (5.0, 60.0),
+                 budget=None,  # noqa: ANN001  (a services.budget.RateBudget)
+                 token_provider: TokenProvider | None = None) -> None:
+        if not realm_id:
+            raise ValueError("realm_id is required")
+        connect_s, read_s = timeout
+        if not (connect_s > 0 and read_s > 0):
+            raise ValueError("timeouts must be positive (connect, read) seconds")
+        self.db = db
+        self.settings = settings
+        self.realm_id = str(realm_id)
+        self.timeout = (float(connect_s), float(read_s))
+        self.api_calls = 0
+        self._own_session = session is None
+        self._session = session or requests.Session()
+        self._sleep = sleep
+        if budget is None:
+            from services.budget import RateBudget
+
+            budget = RateBudget(db, self.realm_id, settings.max_requests_per_minute,
+                                settings.max_concurrency)
+        self.budget = budget
+        self._tokens: Any = token_provider or _RealmTokens(db, settings, self.realm_id)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP session if this client created it."""
+        if self._own_session:
+            self._session.close()
+
+    def __enter__(self) -> QBOClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- public calls ------------------------------------------------------------------------
+
+    def query_pages(self, entity: str, where: str | None = None,
+                    order_by: str = "Id") -> Iterator[QueryPage]:
+        """Every row of `SELECT * FROM entity [WHERE where] ORDERBY order_by`, page by page.
+
+        Pages of 1,000 from STARTPOSITION 1, advancing by the number returned, until a page
+        holds fewer than 1,000 (an empty QueryResponse ends it). Nothing is truncated; `where`
+        is passed through as written (e.g. `Active IN (true, false)`).
+        """
+        entity = _entity_name(entity)
+        if not _ORDER.match(order_by or ""):
+            raise ValueError(f"not an ORDERBY clause: {order_by!r}")
+        start = 1
+        while True:
+            statement = f"SELECT * FROM {entity}"
+            if where:
+                statement += f" WHERE {where}"
+            statement += f" ORDERBY {order_by} STARTPOSITION {start} MAXRESULTS {PAGE_SIZE}"
+            data = self._get("query", {"query": statement})
+            response = data.get("QueryResponse") or {}
+            if not isinstance(response, dict):
+                raise self._bad_shape("QueryResponse is not an object")
+            objects = _pick(response, entity) or []
+            if not isinstance(objects, list):
+                raise self._bad_shape(f"QueryResponse.{entity} is not a list")
+            yield QueryPage(objects=objects, time=self._time_of(data), start_position=start)
+            if len(objects) < PAGE_SIZE:
+                return
+            start += len(objects)
+
+    def query_all(self, entity: str, where: str | None = None, order_by: str = "Id") -> list[dict]:
+        """All rows of the query, every page concatenated (see query_pages)."""
+        rows: list[dict] = []
+        for page in self.query_pages(entity, where=where, order_by=order_by):
+            rows.extend(page.objects)
+        return rows
+
+    def count(self, entity: str, where: str | None = None) -> int:
+        """`SELECT COUNT(*) FROM entity [WHERE where]`: QueryResponse.totalCount."""
+        entity = _entity_name(entity)
+        statement = f"SELECT COUNT(*) FROM {entity}" + (f" WHERE {where}" if where else "")
+        data = self._get("query", {"query": statement})
+        total = (data.get("QueryResponse") or {}).get("totalCount")
+        if total is None:
+            raise self._bad_shape("COUNT response without totalCount")
+        return int(total)
+
+    def read(self, entity: str, entity_id: str) -> dict:
+        """One object by id (`GET {entity lower}/{id}`); NotFound when QBO says 610/404."""
+        entity = _entity_name(entity)
+        data = self._get(f"{entity.lower()}/{quote(str(entity_id), safe='')}", {})
+        obj = _pick(data, entity)
+        if not isinstance(obj, dict):
+            raise NotFound(f"QuickBooks returned no {entity} {entity_id}", realm_id=self.realm_id)
+        return obj
+
+    def company_info(self) -> dict:
+        """The realm's CompanyInfo object (`GET companyinfo/{realm}`)."""
+        data = self._get(f"companyinfo/{quote(self.realm_id, safe='')}", {})
+        obj = data.get("CompanyInfo")
+        if not isinstance(obj, dict):
+            raise self._bad_shape("response without CompanyInfo")
+        return obj
+
+    def cdc(self, entities: Iterable[str], changed_since: datetime) -> CDCResult:
+        """Objects of `entities` changed since `changed_since` (aware datetime), as QBO sent them.
+
+        Deleted objects come back as they are (`status: "Deleted"`, Id and MetaData only).
+        Intuit caps a response at 1,000 objects with no paging: callers check `.total`.
+        """
+        names = [_entity_name(e) for e in entities]
+        if not names:
+            raise ValueError("cdc needs at least one entity")
+        if changed_since.tzinfo is None or changed_since.utcoffset() is None:
+            raise ValueError("changed_since must be timezone-aware")
+        data = self._get("cdc", {"entities": ",".join(names),
+                                 "changedSince": changed_since.isoformat(timespec="seconds")})
+        objects: dict[str, list[dict]] = {name: [] for name in names}
+        by_lower = {name.lower(): name for name in names}
+        blocks = data.get("CDCResponse") or []
+        if not isinstance(blocks, list):
+            raise self._bad_shape("CDCResponse is not a list")
+        for block in blocks:
+            responses = (block or {}).get("QueryResponse") or []
+            if isinstance(responses, dict):
+                responses = [responses]
+            for response in responses:
+                for key, value in (response or {}).items():
+                    if isinstance(value, list):
+                        objects.setdefault(by_lower.get(key.lower(), key), []).extend(value)
+        return CDCResult(time=self._time_of(data), objects=objects)
+
+    # -- the request path --------------------------------------------------------------------
+
+    def _get(self, path: str, params: dict[str, str]) -> dict:
+        """GET with budget, token refresh on 401 and backoff on retriable faults."""
+        attempt = 0
+        refreshed = False
+        while True:
+            token = self._tokens.access_token()
+            register_secret(token)
+            base = (getattr(self._tokens, "base_url", "") or self.settings.api_base_url).rstrip("/")
+            try:
+                return self._get_once(base, path, params, token)
+            except AuthenticationFailed as exc:
+                if refreshed:
+                    raise NeedsReauth(
+                        f"QuickBooks rejected a freshly refreshed access token: {exc.message}",
+                        realm_id=self.realm_id, code=exc.code, intuit_tid=exc.intuit_tid,
+                        http_status=exc.http_status, fault_type=exc.fault_type) from None
+                refreshed = True
+                log.warning("realm %s: 401 on %s (intuit_tid %s); refreshing the access token "
+                            "and retrying once", self.realm_id, path, exc.intuit_tid)
+                self._tokens.refresh(token)
+            except Retriable as exc:
+                attempt += 1
+                if attempt >= MAX_ATTEMPTS:
+                    raise
+                delay = backoff_delay(attempt - 1, self.settings.retry_base_seconds,
+                                      retry_after=exc.retry_after)
+                log.warning("realm %s: %s on %s (attempt %d of %d%s); retrying in %.2f s",
+                            self.realm_id, type(exc).__name__, path, attempt, MAX_ATTEMPTS,
+                            f", intuit_tid {exc.intuit_tid}" if exc.intuit_tid else "", delay)
+                self._sleep(delay)
+
+    def _get_once(self, base: str, path: str, params: dict[str, str], token: str) -> dict:
+        url = f"{base}/v3/company/{quote(self.realm_id, safe='')}/{path}"
+        query = dict(params)
+        query["minorversion"] = str(self.settings.minor_version)
+        headers = {"Accept": "application/json", "Authorization": f"Bearer {token}"}
+        with self.budget.acquire():
+            self.api_calls += 1
+            try:
+                response = self._session.get(url, params=query, headers=headers,
+                                             timeout=self.timeout, allow_redirects=False)
+                body = response.content
+            except _TRANSPORT_ERRORS as exc:
+                detail = redact(str(exc).splitlines()[0] if str(exc) else "")[:200]
+                raise TransportError(f"GET {path} failed: {type(exc).__name__}: {detail}",
+                                     realm_id=self.realm_id) from None
+        status = response.status_code
+        if status >= 300:
+            raise parse_fault(status, response.headers, body, realm_id=self.realm_id)
+        try:
+            data = json.loads(body.decode("utf-8"), parse_float=Decimal)
+        except (UnicodeDecodeError, ValueError):
+            check_body_for_fault(status, response.headers, body, realm_id=self.realm_id)
+            raise ServerError(f"QuickBooks answered GET {path} with HTTP {status} and a body "
+                              "that is not JSON", realm_id=self.realm_id, http_status=status,
+                              intuit_tid=header(response.headers, "intuit_tid")
+                              or header(response.headers, "intuit-tid")) from None
+        if not isinstance(data, dict):
+            raise self._bad_shape(f"GET {path} returned JSON that is not an object")
+        check_body_for_fault(status, response.headers, data, realm_id=self.realm_id)
+        return data
+
+    def _time_of(self, data: dict) -> datetime:
+        raw = data.get("time")
+        if raw is None:
+            raise self._bad_shape("response without a server time")
+        try:
+            return parse_qbo_time(raw)
+        except ValueError as exc:
+            raise self._bad_shape(str(exc)) from None
+
+    def _bad_shape(self, what: str) -> FatalQBOError:
+        return FatalQBOError(f"unexpected QuickBooks response: {what}", realm_id=self.realm_id)
