@@ -7,12 +7,13 @@ rows directly, with every time relative to `now`, so frozen-time snapshots are s
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 __all__ = ["HEALTHY_REALM", "REAUTH_REALM", "ACCESS_TOKEN", "REFRESH_TOKEN", "seed_realm", "seed_console_state",
-           "ENTITIES"]
+           "ENTITIES", "Supervisord", "console_settings"]
 
 HEALTHY_REALM = "9130357000000001"
 REAUTH_REALM = "9130357000000002"
@@ -77,3 +78,109 @@ def seed_console_state(conn: psycopg.Connection, now: datetime) -> dict[str, Any
         conn.execute("INSERT INTO quickbooks.errors (at, service, realm_id, entity, message)"
                      " VALUES (%s, %s, %s, %s, %s)", (at, service, realm, entity, message))
     return {"realms": [HEALTHY_REALM, REAUTH_REALM]}
+
+
+SUPERVISORD_CONF = """\
+[unix_http_server]
+file={dir}/var/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile={dir}/logs/supervisord.log
+pidfile={dir}/var/supervisord.pid
+directory={dir}
+childlogdir={dir}/logs
+nodaemon=true
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[group:qbsync]
+programs=tokenup,sync,webhook
+
+[program:tokenup]
+command={python} -c "import time; print('tokenup up', flush=True); time.sleep(600)"
+startsecs=0
+stdout_logfile={dir}/logs/tokenup.out.log
+stderr_logfile={dir}/logs/tokenup.err.log
+
+[program:sync]
+command={python} -c "import time; print('sync up', flush=True); time.sleep(600)"
+startsecs=0
+stopwaitsecs=5
+stdout_logfile={dir}/logs/sync.out.log
+stderr_logfile={dir}/logs/sync.err.log
+
+[program:webhook]
+command={python} -c "import sys; sys.exit(3)"
+startsecs=1
+startretries=0
+stdout_logfile={dir}/logs/webhook.out.log
+stderr_logfile={dir}/logs/webhook.err.log
+"""
+
+
+class Supervisord:
+    """A real supervisord in `directory` (short path: unix sockets allow ~100 chars).
+
+    tokenup and sync sleep (RUNNING), webhook exits at once with startretries=0 (FATAL).
+    Stop it with `stop()` (by PID).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.dir = Path(directory)
+        (self.dir / "var").mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "supervisord.conf"
+        conf.write_text(SUPERVISORD_CONF.format(dir=self.dir, python=sys.executable))
+        self.socket = self.dir / "var" / "supervisor.sock"
+        supervisord = Path(sys.executable).parent / "supervisord"
+        self.proc = subprocess.Popen([str(supervisord), "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+
+    def wait_states(self, wanted: dict[str, str], timeout_s: float = 20) -> list[dict[str, Any]]:
+        import time
+
+        from services.supervisor_rpc import process_states
+
+        deadline = time.monotonic() + timeout_s
+        states: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            states = process_states(self.socket)
+            if {p["name"]: p["state"] for p in states if p["name"] in wanted} == wanted:
+                return states
+            time.sleep(0.1)
+        raise AssertionError(f"supervisord states never became {wanted}: {states}")
+
+    def pid_of(self, name: str) -> int:
+        from services.supervisor_rpc import _proxy
+
+        return int(_proxy(self.socket, 5).supervisor.getProcessInfo(f"qbsync:{name}")["pid"])
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def console_settings(database_url: str, work_dir: Path, **extra: str):  # noqa: ANN201
+    """Settings for the console/status against `database_url`, with logs and socket under work_dir.
+
+    Built without the emulator: reading the console's data never talks to Intuit.
+    """
+    from dataclasses import replace
+
+    from services.config import load_settings
+
+    env = {"DATABASE_URL": database_url, **extra}
+    return replace(load_settings(env, dotenv=False), work_dir=work_dir)
