@@ -336,13 +336,13 @@ class State:
         now = self.now()
         body: dict[str, Any] = {
             "access_token": access, "token_type": "bearer",
-            "expires_in": max(0, int(self.access_tokens[access].expires_at - now)),
+            "expires_in": max(0, round(self.access_tokens[access].expires_at - now)),
             "refresh_token": refresh,
-            "x_refresh_token_expires_in": max(0, int(min(self.refresh_tokens[refresh].expires_at,
+            "x_refresh_token_expires_in": max(0, round(min(self.refresh_tokens[refresh].expires_at,
                                                          realm.hard_expires_at) - now)),
         }
         if include_hard:
-            body["x_refresh_token_hard_expires_in"] = max(0, int(realm.hard_expires_at - now))
+            body["x_refresh_token_hard_expires_in"] = max(0, round(realm.hard_expires_at - now))
         return body
 
     def issue_tokens(self, realm_id: str, access_expires_in: int = ACCESS_TOKEN_SECONDS) -> dict[str, Any]:
