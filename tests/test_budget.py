@@ -207,3 +207,66 @@ def test_two_processes_never_exceed_the_budget_in_any_window(db, database_url) -
     assert _max_in_any_window([r[1] for r in rows], 1.5) <= 10
     assert _max_overlap([(r[1], r[2]) for r in rows]) <= 2
     assert any(e["waited"] > 0 for e in reported)  # the budget did hold requests back
+
+
+_CLIENT_WORKER = textwrap.dedent("""
+    import json, sys, threading
+    from db.connection import Database
+    from services.budget import RateBudget
+    from services.config import load_settings
+    from services.qbo import QBOClient
+
+    realm, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    settings = load_settings(dotenv=False)
+    db = Database(settings.database_url, max_size=threads + 1)
+    calls, lock = [], threading.Lock()
+
+    def run():
+        budget = RateBudget(db, realm, 10, 2, window_s=1.5, lease_s=30)
+        with QBOClient(db, settings, realm, budget=budget) as client:
+            for _ in range(n):
+                client.count("Customer")
+        with lock:
+            calls.append(client.api_calls)
+
+    ts = [threading.Thread(target=run) for _ in range(threads)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    db.close()
+    print(json.dumps(sum(calls)))
+""")
+
+
+def test_two_client_processes_share_one_realms_budget(db, settings, qbsync_env, emulator) -> None:  # noqa: ANN001
+    from services.tokens import add_tokens
+
+    realm = emulator.admin.create_realm(customers=5, items=2, invoices=2, estimates=1)
+    issued = emulator.admin.issue_tokens(realm)
+    add_tokens(db, settings, realm, issued["refresh_token"], access_token=issued["access_token"],
+               expires_in=3600)
+    with db.transaction() as conn:
+        conn.execute("DELETE FROM quickbooks.api_requests")
+    emulator.admin.reset_counts()
+    emulator.admin.configure(latency_ms=20)
+    procs = []
+    try:
+        for _ in range(2):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", _CLIENT_WORKER, realm, "6", "2"], env=qbsync_env,
+                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        calls = 0
+        for proc in procs:
+            stdout, stderr = proc.communicate(timeout=60)
+            assert proc.returncode == 0, stderr
+            calls += json.loads(stdout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    rows = _rows(db, realm)
+    counts = emulator.admin.request_counts(realm)
+    assert calls == 24 == len(rows) == counts.get("query", 0)
+    assert counts.get("throttled", 0) == 0
+    assert _max_in_any_window([r[1] for r in rows], 1.5) <= 10
+    assert _max_overlap([(r[1], r[2]) for r in rows]) <= 2

@@ -399,3 +399,146 @@ def test_bad_entity_names_are_refused_before_any_request(db, database_url, serve
     with pytest.raises(ValueError):
         list(client.query_pages("Customer", order_by="Id; x"))
     assert server.requests == []
+
+
+# -- against the emulator, through the real token vault (services.tokens) ----------------------
+
+def _connect(db, settings, emulator, **realm_kw) -> str:  # noqa: ANN001
+    """An emulator company whose tokens sit in the database as `qbsync token add` stores them."""
+    from services.tokens import add_tokens
+
+    realm = emulator.admin.create_realm(**realm_kw)
+    issued = emulator.admin.issue_tokens(realm)
+    add_tokens(db, settings, realm, issued["refresh_token"], access_token=issued["access_token"],
+               expires_in=3600)
+    emulator.admin.reset_counts()
+    return realm
+
+
+def _data_calls(counts: dict[str, int]) -> int:
+    return sum(counts.get(k, 0) for k in ("query", "cdc", "read", "companyinfo"))
+
+
+def test_paging_across_thousands_returns_every_row_exactly_once(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=2345, items=5, invoices=5, estimates=2)
+    client = QBOClient(db, settings, realm)
+    pages = list(client.query_pages("Customer", where="Active IN (true, false)"))
+    ids = [c["Id"] for p in pages for c in p.objects]
+    expected = [c["Id"] for c in emulator.admin.entities(realm, "Customer")]
+    assert len(expected) == 2345
+    assert sorted(ids) == sorted(expected) and len(set(ids)) == len(ids)
+    assert [p.start_position for p in pages] == [1, 1001, 2001]
+    assert client.count("Customer", where="Active IN (true, false)") == 2345
+    assert client.api_calls == 4 == _data_calls(emulator.admin.request_counts(realm))
+
+
+def test_the_active_filter_is_passed_through(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=30, items=5, invoices=5, estimates=2)
+    every = emulator.admin.entities(realm, "Customer")
+    for customer in every[:3]:
+        if customer.get("Active", True):
+            emulator.admin.mutate(realm, "Customer", "inactivate", id=customer["Id"])
+    inactive = {c["Id"] for c in emulator.admin.entities(realm, "Customer") if c.get("Active") is False}
+    assert len(inactive) >= 3
+    client = QBOClient(db, settings, realm)
+    plain = {c["Id"] for c in client.query_all("Customer")}
+    both = {c["Id"] for c in client.query_all("Customer", where="Active IN (true, false)")}
+    only_inactive = {c["Id"] for c in client.query_all("Customer", where="Active = false")}
+    assert both == {c["Id"] for c in every}
+    assert plain == both - inactive
+    assert only_inactive == inactive
+
+
+def test_minorversion_rides_on_every_request(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=10, items=5, invoices=20, estimates=5)
+    client = QBOClient(db, settings, realm)
+    client.company_info()
+    invoice = client.query_all("Invoice")[0]
+    client.read("Invoice", invoice["Id"])
+    client.count("Item")
+    client.cdc(["Customer", "Invoice"], datetime.now(timezone.utc) - timedelta(days=1))
+    counts = emulator.admin.request_counts(realm)
+    assert counts.get("no_minorversion", 0) == 0
+    assert _data_calls(counts) == client.api_calls == 5
+    assert emulator.admin.minor_versions() == {str(settings.minor_version): 5}
+
+
+def test_read_company_info_and_cdc_with_a_deleted_invoice(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=10, items=5, invoices=10, estimates=2,
+                     company_name="Crème d'Olive")
+    client = QBOClient(db, settings, realm)
+    assert client.company_info()["CompanyName"] == "Crème d'Olive"
+    since = datetime.fromtimestamp(emulator.admin.now(), timezone.utc) - timedelta(seconds=1)
+    invoices = client.query_all("Invoice")
+    gone, changed = invoices[0]["Id"], invoices[1]["Id"]
+    emulator.admin.mutate(realm, "Invoice", "delete", id=gone)
+    emulator.admin.mutate(realm, "Invoice", "update", id=changed, fields={"PrivateNote": "edited"})
+    result = client.cdc(["Invoice", "Customer"], since)
+    by_id = {o["Id"]: o for o in result.objects["Invoice"]}
+    assert by_id[gone]["status"] == "Deleted"
+    assert by_id[changed]["PrivateNote"] == "edited" and "status" not in by_id[changed]
+    assert result.objects["Customer"] == []
+    assert isinstance(by_id[changed]["TotalAmt"], Decimal)
+    with pytest.raises(NotFound):
+        client.read("Invoice", gone)
+
+
+def test_a_401_refreshes_through_the_token_vault_and_retries_once(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+    with db.transaction() as conn:
+        before = conn.execute("SELECT access_token FROM quickbooks.tokens WHERE realm_id = %s",
+                              (realm,)).fetchone()[0]
+    emulator.admin.expire_access_tokens(realm)  # the stored token still looks valid to qbsync
+    client = QBOClient(db, settings, realm)
+    assert client.count("Customer") >= 1
+    counts = emulator.admin.request_counts(realm)
+    assert counts.get("token:refresh_token", 0) == 1
+    assert client.api_calls == 2 == _data_calls(counts)
+    with db.transaction() as conn:
+        after = conn.execute("SELECT access_token FROM quickbooks.tokens WHERE realm_id = %s",
+                             (realm,)).fetchone()[0]
+    assert after != before
+
+
+def test_the_stored_base_url_wins_over_the_setting(db, settings, emulator) -> None:  # noqa: ANN001
+    import dataclasses
+
+    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+    with db.transaction() as conn:
+        conn.execute("UPDATE quickbooks.tokens SET base_url = %s WHERE realm_id = %s", (emulator.url, realm))
+    nowhere = dataclasses.replace(settings, api_base_url="http://127.0.0.1:9")
+    client = QBOClient(db, nowhere, realm, sleep=lambda s: None)
+    assert client.company_info()["CompanyName"]
+
+
+def test_injected_429_and_503_are_retried_with_backoff(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+    emulator.admin.configure(fail_rate_429=0.2, fail_rate_503=0.2, seed=7)  # seeded: same rolls each run
+    slept: list[float] = []
+    client = QBOClient(db, settings, realm, sleep=slept.append)
+    for _ in range(12):
+        assert client.count("Customer") >= 1
+    counts = emulator.admin.request_counts(realm)
+    assert client.api_calls == _data_calls(counts) == 12 + len(slept)
+    assert counts.get("throttled", 0) >= 1  # some 429s ...
+    assert client.api_calls - counts.get("throttled", 0) > 12  # ... and some 503s were retried
+    assert all(0 < s <= settings.retry_base_seconds * 2 ** (MAX_ATTEMPTS - 1) for s in slept)
+
+
+def test_persistent_429_and_503_give_up_after_max_attempts(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+    emulator.admin.configure(fail_rate_429=1.0, fail_rate_503=0.0)
+    slept: list[float] = []
+    client = QBOClient(db, settings, realm, sleep=slept.append)
+    with pytest.raises(Throttled) as info:
+        client.count("Customer")
+    assert info.value.code == "3001" and info.value.intuit_tid
+    assert client.api_calls == MAX_ATTEMPTS == emulator.admin.request_counts(realm)["throttled"]
+    base = settings.retry_base_seconds
+    assert len(slept) == MAX_ATTEMPTS - 1
+    for n, delay in enumerate(slept):  # doubling, with equal jitter
+        assert base * 2 ** n / 2 <= delay <= base * 2 ** n
+    emulator.admin.configure(fail_rate_429=0.0, fail_rate_503=1.0)
+    with pytest.raises(ServerError):
+        client.count("Customer")
+    assert client.api_calls == 2 * MAX_ATTEMPTS
