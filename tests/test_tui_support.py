@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 __all__ = ["HEALTHY_REALM", "REAUTH_REALM", "ACCESS_TOKEN", "REFRESH_TOKEN", "seed_realm", "seed_console_state",
-           "ENTITIES", "Supervisord", "console_settings"]
+           "ENTITIES", "Supervisord", "console_settings", "TcpToUnixProxy"]
 
 HEALTHY_REALM = "9130357000000001"
 REAUTH_REALM = "9130357000000002"
@@ -184,3 +184,82 @@ def console_settings(database_url: str, work_dir: Path, **extra: str):  # noqa: 
 
     env = {"DATABASE_URL": database_url, **extra}
     return replace(load_settings(env, dotenv=False), work_dir=work_dir)
+
+
+class TcpToUnixProxy:
+    """A loopback TCP port forwarding to PostgreSQL's unix socket, so a test can cut the
+    database off (`stop()`) and bring it back on the same port (`start()`)."""
+
+    def __init__(self, database_url: str) -> None:
+        from urllib.parse import parse_qs, urlsplit
+
+        parts = urlsplit(database_url)
+        host_dir = parse_qs(parts.query)["host"][0]
+        self.unix_path = f"{host_dir}/.s.PGSQL.{parts.port or 5432}"
+        self.dbname = parts.path.lstrip("/")
+        self.user = parts.username or "postgres"
+        self.port = 0
+        self._listener: Any = None
+        self._socks: list[Any] = []
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.dbname}"
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: Any) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self.unix_path)
+            self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        import socket
+
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread on Linux
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        for s in self._socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+        self._socks = []
