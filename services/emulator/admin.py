@@ -72,7 +72,8 @@ class EmulatorAdmin:
 
     def configure(self, **kw: Any) -> dict[str, Any]:
         """Change settings: grace_seconds, rate_limit_per_minute, latency_ms, fail_rate_429, fail_rate_503,
-        webhook_url, webhook_format, verifier_token, hard_expires_in, seed. Returns the configuration."""
+        webhook_url, webhook_format, verifier_token, hard_expires_in (for realms created afterwards),
+        seed (reseeds failure injection). Returns the configuration (verifier token masked)."""
         return dict(self._call("configure", _keep_none=True, **kw))
 
     def request_counts(self, realm_id: str | None = None) -> dict[str, int]:

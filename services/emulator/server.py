@@ -35,6 +35,7 @@ from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULAT
 from services.emulator.admin import EmulatorAdmin
 from services.emulator.jsontext import dumps, loads
 from services.emulator.state import EmulatorError, State
+from services.logs import redact
 
 __all__ = ["EmulatorServer", "FAULT_401_BODY", "FAULT_429_BODY"]
 
@@ -166,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, {"error": str(exc)})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except Exception as exc:  # a bug must not kill the connection thread with a traceback
+            self._send_json(500, {"error": redact(f"emulator internal error: {type(exc).__name__}: {exc}")})
 
     # ---- OAuth ---------------------------------------------------------------------------------
     def _client(self, form: dict[str, str]) -> tuple[str | None, str | None]:
@@ -353,7 +356,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send_json(200, list(state.realms))
             else:
                 raise EmulatorError(f"unknown admin method {method!r}", 404)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise EmulatorError(f"bad arguments for {method}: {exc}") from None
 
 

@@ -240,7 +240,8 @@ class State:
         return self._seq
 
     def configure(self, **kw: Any) -> dict[str, Any]:
-        """Change settings (see CONFIG_KEYS); returns the whole configuration, secrets masked."""
+        """Change settings (see CONFIG_KEYS); returns the whole configuration, secrets masked.
+        `hard_expires_in` applies to realms created afterwards; `seed` reseeds failure injection."""
         with self.lock:
             for key, value in kw.items():
                 if key not in CONFIG_KEYS:
