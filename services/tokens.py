@@ -362,9 +362,10 @@ def add_tokens(db, settings, realm_id: str, refresh_token: str, *, access_token:
              "scope": oauth.SCOPE_ACCOUNTING, "exp": expires_in})
         record_event(conn, realm_id, "added", "tokens added with qbsync token add")
     if access_token:
-        # Without a known lifetime the stored token counts as expired: QBOClient would refresh first.
+        # QBOClient reads the stored token and would refresh one that is about to expire (or has an
+        # unknown lifetime) first; `token add` only asks with the token it was given.
         update_company_info(db, settings, realm_id, access_token, session=session,
-                            use_client=expires_in is not None)
+                            use_client=expires_in is not None and expires_in > 2 * ACCESS_TOKEN_MIN_LEFT.seconds)
     with db.transaction() as conn:
         row = conn.execute("SELECT name FROM quickbooks.companies WHERE id = %s", (realm_id,)).fetchone()
     return row[0] if row else None

@@ -224,7 +224,8 @@ def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
 
     def body(stop: Stop) -> None:
         settings.require_client()
-        db = open_database(settings)
+        # A short pool wait: an unreachable database is retried by the loop, and SIGTERM stays prompt.
+        db = open_database(settings, timeout=5.0)
         try:
             worker = TokenWorker(db, settings)
             if args.once:
