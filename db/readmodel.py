@@ -50,7 +50,8 @@ READ_MODEL_QUERIES: dict[str, str] = {
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    """ISO 8601 in UTC with its offset, whatever the session's TimeZone."""
+    return value.astimezone(timezone.utc).isoformat() if value is not None else None
 
 
 def _now(now: datetime | None) -> datetime:
@@ -178,7 +179,7 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
         warning.append("no company connected: run qbsync connect")
     for realm in snapshot.get("realms", []):
         rid = realm["realm_id"]
-        label = f"{realm.get('company_name') or rid} ({rid})"
+        label = realm.get('company_name') or f"realm {rid}"
         token = realm["token"]
         status = token["status"]
         if status == "needs_reauth":

@@ -389,8 +389,8 @@ class QBSyncApp(App[None]):
         banner = self.query_one("#banner", Static)
         if self.db_error:
             since = f" · showing data from {self.last_good_at:%H:%M:%S}" if self.last_good_at else ""
-            banner.update(Text(f"DATABASE UNREACHABLE: {self.db_error}\nretrying every "
-                               f"{self.poll_interval_s:g}s{since}"))
+            banner.update(Text(f"DATABASE UNREACHABLE · retrying every {self.poll_interval_s:g}s{since}\n"
+                               f"{one_line(self.db_error, 150)}"))
             banner.add_class("down")
         else:
             banner.remove_class("down")
@@ -414,8 +414,9 @@ class QBSyncApp(App[None]):
             count = len(self.snapshot["realms"])
             bar.append(f" {count} compan{'y' if count == 1 else 'ies'}")
             if reasons:
-                more = f" (+{len(reasons) - 1})" if len(reasons) > 1 else ""
-                bar.append(f" · {one_line(reasons[0], 60)}{more}")
+                more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+                room = max(10, (self.size.width or 80) - len(bar.plain) - len(more) - 5)
+                bar.append(f" · {one_line(reasons[0], room)}{more}")
         self.query_one("#topbar", Static).update(bar)
 
     def _render_realms(self, now: datetime) -> None:

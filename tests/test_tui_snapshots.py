@@ -1,0 +1,86 @@
+"""80x24 snapshots of the console (pytest-textual-snapshot) with frozen time and seeded data.
+
+Regenerate after an intended visual change: `.venv/bin/python -m pytest tests/test_tui_snapshots.py
+--snapshot-update`, then look at the SVGs under tests/__snapshots__/ before committing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+from typing import Any
+
+import time_machine
+from test_tui_support import console_settings, seed_console_state
+
+from db.connection import Database
+from tui.app import QBSyncApp
+
+FROZEN = datetime(2026, 11, 22, 14, 5, 0, tzinfo=timezone.utc)
+SIZE = (80, 24)
+
+
+async def _first_poll(app: QBSyncApp, pilot: Any) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while app.polls < 1:
+        assert loop.time() < deadline, "no poll within 15 s"
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+def _app(db: Database, database_url: str, tmp_path: Any) -> QBSyncApp:
+    with db.transaction() as conn:
+        seed_console_state(conn, FROZEN)
+    return QBSyncApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock",
+                     poll_interval_s=3600)
+
+
+def test_snapshot_overview(snap_compare, db, database_url, tmp_path) -> None:  # noqa: ANN001
+    app = _app(db, database_url, tmp_path)
+
+    async def ready(pilot: Any) -> None:
+        await _first_poll(app, pilot)
+
+    with time_machine.travel(FROZEN, tick=False):
+        assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_snapshot_needs_reauth_selected(snap_compare, db, database_url, tmp_path) -> None:  # noqa: ANN001
+    app = _app(db, database_url, tmp_path)
+
+    async def ready(pilot: Any) -> None:
+        await _first_poll(app, pilot)
+        await pilot.press("down")
+        await pilot.pause()
+
+    with time_machine.travel(FROZEN, tick=False):
+        assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_snapshot_error_details(snap_compare, db, database_url, tmp_path) -> None:  # noqa: ANN001
+    app = _app(db, database_url, tmp_path)
+
+    async def ready(pilot: Any) -> None:
+        await _first_poll(app, pilot)
+        app.query_one("#errors").focus()
+        await pilot.press("down", "e")
+        await pilot.pause()
+
+    with time_machine.travel(FROZEN, tick=False):
+        assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_snapshot_database_unreachable(snap_compare, tmp_path) -> None:  # noqa: ANN001
+    down = Database("postgresql://postgres@127.0.0.1:9/qbsync", max_size=1)
+    settings = console_settings("postgresql://postgres@127.0.0.1:9/qbsync", tmp_path)
+    app = QBSyncApp(down, settings, supervisor_socket=tmp_path / "none.sock", poll_interval_s=3600)
+
+    async def ready(pilot: Any) -> None:
+        await _first_poll(app, pilot)
+
+    try:
+        with time_machine.travel(FROZEN, tick=False):
+            assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+    finally:
+        down.close()
