@@ -331,6 +331,7 @@ def cmd_webhook(args, settings) -> int:  # noqa: ANN001
 
     setup_logging("webhook", settings.log_level)
     logging.getLogger("waitress").setLevel(logging.WARNING)
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # the embedded default's chatter
 
     def body(stop) -> None:  # noqa: ANN001
         settings.require_verifier_token()
