@@ -1,0 +1,93 @@
+"""End to end: `qbsync tui` in a real terminal (tmux, 100x30, TERM=xterm-256color) against a real
+database and the emulator; `r` makes one refresh at the emulator and `q` ends the session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+QBSYNC = str(Path(sys.executable).parent / "qbsync")
+ENTITIES = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
+
+
+def _tmux() -> str:
+    path = shutil.which("tmux")
+    if path is None:
+        pytest.fail("tmux is not installed (expected at /usr/bin/tmux on this machine image): "
+                    "apt-get install tmux")
+    return path
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float, on_fail: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; screen:\n{on_fail()}")
+
+
+def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, emulator, qbsync_env,
+                                                                 tmp_path) -> None:  # noqa: ANN001
+    tmux = _tmux()
+    from services.tokens import add_tokens
+
+    realm = emulator.admin.create_realm(company_name="Tmux Tea Room", customers=3, items=2, invoices=2,
+                                        estimates=1, seed=11)
+    grant = emulator.admin.issue_tokens(realm)
+    add_tokens(db, settings, realm, grant["refresh_token"], access_token=grant["access_token"],
+               expires_in=int(grant["expires_in"]))
+    now = datetime.now(timezone.utc)
+    with db.transaction() as conn:
+        for i, entity in enumerate(ENTITIES):
+            conn.execute(
+                "INSERT INTO quickbooks.sync_state (realm_id, entity, last_success_at, last_run_status, row_count,"
+                " next_run_at) VALUES (%s, %s, %s, 'success', %s, %s)",
+                (realm, entity, now - timedelta(minutes=7), 10 + i, now + timedelta(minutes=53)))
+    emulator.admin.reset_counts()
+
+    sock = f"qbt{uuid.uuid4().hex[:10]}"
+    env = dict(qbsync_env, TERM="xterm-256color", COLORTERM="")
+
+    def tmux_cmd(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([tmux, "-L", sock, "-f", "/dev/null", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=30, check=check)
+
+    def screen() -> str:
+        result = tmux_cmd("capture-pane", "-p", "-t", "console", check=False)
+        return result.stdout
+
+    try:
+        tmux_cmd("new-session", "-d", "-s", "console", "-x", "100", "-y", "30", "-e", "TERM=xterm-256color",
+                 f"{QBSYNC} tui")
+        _wait(lambda: "Tmux Tea Room" in screen() and "Invoice" in screen() and "7m ago" in screen(),
+              "the first paint with data", 30, screen)
+        text = screen()
+        assert "active" in text
+        row = next(line for line in text.splitlines() if "Tmux Tea Room" in line)
+        assert any(f"{m}:" in row for m in ("59", "58", "57")), row  # access-token countdown mm:ss
+        for entity in ENTITIES:
+            line = next(line for line in text.splitlines() if line.strip().startswith(entity))
+            assert "7m ago" in line and "success" in line, line
+        assert "supervisord not reachable" in text
+        assert grant["access_token"] not in text and grant["refresh_token"] not in text
+
+        tmux_cmd("send-keys", "-t", "console", "r")
+        _wait(lambda: emulator.admin.request_counts(realm)["token:refresh_token"] >= 1, "a refresh call", 30,
+              screen)
+        _wait(lambda: "token refreshed" in screen(), "the refresh notification", 15, screen)
+        assert emulator.admin.request_counts(realm)["token:refresh_token"] == 1
+
+        tmux_cmd("send-keys", "-t", "console", "q")
+        _wait(lambda: tmux_cmd("has-session", "-t", "console", check=False).returncode != 0,
+              "the console to quit on q", 15, screen)
+    finally:
+        tmux_cmd("kill-server", check=False)
