@@ -1,0 +1,505 @@
+"""The sync engine: QBO → PostgreSQL per (realm, entity), exact, resumable, recorded.
+
+For each due (realm, entity) (SPEC section 6):
+- **full** — no cursor yet, or `--full`: a complete listing (`SELECT *`, ORDERBY Id, MAXRESULTS
+  1000; name lists with `Active IN (true,false)`), pages fetched concurrently by Id range (up
+  to QBO_MAX_CONCURRENCY in flight) and written one transaction per page. The cursor is QBO's
+  server time of the FIRST page (taken before the rest is read, so nothing changed during the
+  load is missed) and is stored only after the last page is committed. `--full` also
+  reconciles: live local rows missing from the listing get `deleted_at`.
+- **cdc** — later runs: one CDC call for all of a realm's due entities from the earliest
+  cursor; the new cursor is the response's `time`, stored in the same transaction as the data.
+  A response of 1,000 objects is treated as truncated: the entities are asked one by one, and
+  an entity still truncated is resolved without CDC (below).
+- **window** — an entity whose cursor is older than CDC's 30 days (minus a day of margin, by
+  QBO's clock), or whose CDC stays truncated: entities that cannot lose rows (Item) take a
+  windowed query `MetaData.LastUpdatedTime >= cursor` (paged, complete); entities whose rows
+  can vanish (hard-deleted transactions, merged customers) take a complete listing plus an id
+  reconciliation, because a query never shows deletions.
+- CompanyInfo is read on a realm's first sync, on `--full` and once a day (it is not in CDC).
+
+Every run is a `quickbooks.sync_runs` row (kind, trigger, times, status, rows fetched/upserted/
+deleted, API calls, error) and updates `quickbooks.sync_state`. Errors go to the errors table
+(service 'sync'). A realm needing re-authorization is skipped ('skipped' runs with the
+reason); one failing entity does not stop the others; a database outage raises
+DatabaseUnavailable to the caller (the worker retries later) and never advances a cursor,
+because a cursor only moves inside the transaction that writes the data. Writers of one
+(realm, entity) serialize on a transaction-scoped advisory lock, so the worker and a
+`sync --once` from another shell never conflict.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+
+from db.errorlog import record_error
+from db.upserts import UpsertResult, apply_objects, reconcile_missing, upsert_company
+from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec
+from services.errors import DatabaseUnavailable, NeedsReauth, QBOError, QBSyncError
+from services.logs import redact
+
+__all__ = [
+    "EntityOutcome", "RealmSync", "sync_realm", "enqueue_sync_request", "cmd_sync",
+    "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN", "COMPANY_REFRESH",
+]
+
+log = logging.getLogger("qbsync.sync")
+
+CDC_CAP = 1000                       # objects per CDC response; reaching it means "maybe truncated"
+CDC_WINDOW = timedelta(days=30)      # how far back CDC reaches
+CDC_MARGIN = timedelta(days=1)       # cursors older than WINDOW - MARGIN are not trusted to CDC
+COMPANY_REFRESH = timedelta(days=1)  # CompanyInfo is re-read this often
+CHUNK_TARGET = 900                   # rows per Id-range chunk of a concurrent listing (< 1 page)
+PAGE_SIZE = 1000
+_LOCK_NS = 0x5153_0003               # advisory lock namespace: "qbsync sync"
+
+
+@dataclass
+class EntityOutcome:
+    """One (realm, entity) run: what it did and how it ended."""
+
+    realm_id: str
+    entity: str
+    kind: str
+    trigger: str
+    run_id: int | None = None
+    status: str = "running"
+    rows_fetched: int = 0
+    rows_upserted: int = 0
+    rows_deleted: int = 0
+    api_calls: int = 0
+    error: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("success", "skipped")
+
+    def count(self, result: UpsertResult) -> None:
+        self.rows_fetched += result.received
+        self.rows_upserted += result.written
+        self.rows_deleted += result.deleted
+
+
+class _Clients:
+    """One QBO client per fetching thread (a client is not shared across threads)."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._factory()
+            with self._lock:
+                self._all.append(client)
+        return client
+
+    @property
+    def api_calls(self) -> int:
+        with self._lock:
+            return sum(c.api_calls for c in self._all)
+
+    def close(self) -> None:
+        with self._lock:
+            for client in self._all:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - closing is best effort
+                    pass
+            self._all.clear()
+
+
+def _int_id(obj: dict) -> int | None:
+    try:
+        return int(str(obj.get("Id")))
+    except (TypeError, ValueError):
+        return None
+
+
+def _and(*parts: str | None) -> str | None:
+    kept = [p for p in parts if p]
+    return " AND ".join(kept) or None
+
+
+def _qbo_literal(ts: datetime) -> str:
+    """A timestamp literal for a QBO query (`'2026-11-22T14:05:00+00:00'`)."""
+    return "'" + ts.astimezone(timezone.utc).isoformat(timespec="seconds") + "'"
+
+
+class RealmSync:
+    """Sync one realm: `run(entities, full)` → one EntityOutcome per entity."""
+
+    def __init__(self, db, settings, realm_id: str, *, trigger: str = "schedule",  # noqa: ANN001
+                 client_factory: Callable[[], Any] | None = None,
+                 stop: Any = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.realm_id = str(realm_id)
+        self.trigger = trigger
+        self.stop = stop
+        if client_factory is None:
+            from services.qbo import QBOClient
+
+            def client_factory() -> Any:
+                return QBOClient(db, settings, self.realm_id)
+        self._factory = client_factory
+        self.concurrency = max(1, int(getattr(settings, "max_concurrency", 4)))
+
+    # -- entry point -----------------------------------------------------------------------
+
+    def run(self, entities: list[str] | None = None, *, full: bool = False) -> list[EntityOutcome]:
+        """Sync the given entities (default: all) and record a run for each.
+
+        Raises DatabaseUnavailable if PostgreSQL goes away (nothing is half-committed: each
+        page and each cursor move is its own transaction).
+        """
+        specs = [get_spec(e) for e in (entities or ENTITY_NAMES)]
+        try:
+            self._check_tokens()
+        except NeedsReauth as exc:
+            return self._skip_all(specs, exc)
+        states = self._states()
+        outcomes: list[EntityOutcome] = []
+        cdc_specs: list[EntitySpec] = []
+        for spec in specs:
+            state = states.get(spec.name, {})
+            if spec.company:
+                last = state.get("last_success_at")
+                if full or state.get("cursor") is None or last is None or \
+                        datetime.now(timezone.utc) - last > COMPANY_REFRESH or entities:
+                    outcomes.append(self._guard(spec, "full", lambda o, s=spec: self._company(o)))
+                continue
+            if full or state.get("cursor") is None:
+                outcomes.append(self._guard(spec, "full", lambda o, s=spec: self._full(s, o, reconcile=full)))
+            else:
+                cdc_specs.append(spec)
+        if cdc_specs:
+            outcomes.extend(self._incremental(cdc_specs, {s.name: states[s.name]["cursor"] for s in cdc_specs}))
+        return outcomes
+
+    # -- tokens and state ------------------------------------------------------------------
+
+    def _check_tokens(self) -> None:
+        from services.tokens import access_token_for
+
+        access_token_for(self.db, self.settings, self.realm_id)
+
+    def _skip_all(self, specs: list[EntitySpec], exc: QBSyncError) -> list[EntityOutcome]:
+        reason = exc.one_line()
+        out = []
+        with self.db.transaction() as conn:
+            record_error(conn, "sync", f"sync skipped: {reason}", realm_id=self.realm_id, code=exc.code)
+        for spec in specs:
+            outcome = EntityOutcome(self.realm_id, spec.name, "cdc", self.trigger, status="skipped", error=reason)
+            outcome.run_id = self._start_run(outcome)
+            self._finish_run(outcome)
+            out.append(outcome)
+        return out
+
+    def _states(self) -> dict[str, dict[str, Any]]:
+        with self.db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT entity, cursor, last_success_at FROM quickbooks.sync_state WHERE realm_id = %s",
+                (self.realm_id,)).fetchall()
+        return {e: {"cursor": c, "last_success_at": s} for e, c, s in rows}
+
+    def _start_run(self, outcome: EntityOutcome) -> int:
+        with self.db.transaction() as conn:
+            run_id = conn.execute(
+                "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, trigger, status)"
+                " VALUES (%s, %s, %s, %s, 'running') RETURNING id",
+                (outcome.realm_id, outcome.entity, outcome.kind, outcome.trigger)).fetchone()[0]
+        return int(run_id)
+
+    def _finish_run(self, outcome: EntityOutcome) -> None:
+        """Close the run row and update sync_state (status, error, row count, next run)."""
+        outcome.ms = int((time.monotonic() - outcome.started) * 1000)
+        spec = ENTITIES.get(outcome.entity)
+        interval = timedelta(minutes=int(getattr(self.settings, "sync_interval_minutes", 60)))
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE quickbooks.sync_runs SET finished_at = now(), status = %s, kind = %s,"
+                " rows_fetched = %s, rows_upserted = %s, rows_deleted = %s, api_calls = %s, error = %s"
+                " WHERE id = %s",
+                (outcome.status, outcome.kind, outcome.rows_fetched, outcome.rows_upserted,
+                 outcome.rows_deleted, outcome.api_calls, outcome.error, outcome.run_id))
+            if spec is None or spec.company:
+                count_sql = "SELECT count(*) FROM quickbooks.companies WHERE id = %(realm)s"
+            else:
+                count_sql = (f"SELECT count(*) FROM {spec.qualified_table}"
+                             " WHERE realm_id = %(realm)s AND deleted_at IS NULL")
+            conn.execute(
+                "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, last_run_id, last_run_status,"
+                " last_error, last_success_at, row_count, next_run_at, updated_at)"
+                f" VALUES (%(realm)s, %(entity)s, %(run)s, %(status)s, %(error)s,"
+                f" CASE WHEN %(status)s = 'success' THEN now() END, ({count_sql}), now() + %(interval)s, now())"
+                " ON CONFLICT (realm_id, entity) DO UPDATE SET last_run_id = EXCLUDED.last_run_id,"
+                " last_run_status = EXCLUDED.last_run_status, last_error = EXCLUDED.last_error,"
+                " last_success_at = COALESCE(EXCLUDED.last_success_at, s.last_success_at),"
+                " row_count = EXCLUDED.row_count, next_run_at = EXCLUDED.next_run_at, updated_at = now()",
+                {"realm": outcome.realm_id, "entity": outcome.entity, "run": outcome.run_id,
+                 "status": outcome.status, "error": outcome.error, "interval": interval})
+        log.info("sync realm=%s entity=%s kind=%s status=%s fetched=%d upserted=%d deleted=%d "
+                 "api_calls=%d ms=%d%s", outcome.realm_id, outcome.entity, outcome.kind, outcome.status,
+                 outcome.rows_fetched, outcome.rows_upserted, outcome.rows_deleted, outcome.api_calls,
+                 outcome.ms, f" error={outcome.error}" if outcome.error else "")
+
+    def _lock(self, conn: psycopg.Connection, entity: str) -> None:
+        """Serialize writers of one (realm, entity) across processes, for this transaction."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_NS, f"{self.realm_id}/{entity}"))
+
+    def _advance(self, conn: psycopg.Connection, entity: str, cursor: datetime, *, full: bool) -> None:
+        """Move the cursor forward (never back) in the caller's data transaction."""
+        conn.execute(
+            "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, cursor, last_full_sync_at)"
+            " VALUES (%s, %s, %s, CASE WHEN %s THEN now() END)"
+            " ON CONFLICT (realm_id, entity) DO UPDATE SET"
+            " cursor = GREATEST(s.cursor, EXCLUDED.cursor),"
+            " last_full_sync_at = COALESCE(EXCLUDED.last_full_sync_at, s.last_full_sync_at), updated_at = now()",
+            (self.realm_id, entity, cursor, full))
+
+    def _guard(self, spec: EntitySpec, kind: str, body: Callable[[EntityOutcome], None],
+               extra_calls: int = 0) -> EntityOutcome:
+        """Run `body` as one recorded run; QBO and data errors fail this entity only.
+
+        `extra_calls` are API calls made for this run beforehand (a shared CDC call).
+        """
+        outcome = EntityOutcome(self.realm_id, spec.name, kind, self.trigger, api_calls=extra_calls)
+        outcome.run_id = self._start_run(outcome)
+        clients = _Clients(self._factory)
+        self._clients = clients
+        try:
+            body(outcome)
+            outcome.status = "success"
+        except DatabaseUnavailable:
+            raise
+        except _Interrupted:
+            outcome.status, outcome.error = "failed", "interrupted by shutdown before the run finished"
+        except QBSyncError as exc:
+            self._fail(outcome, exc.one_line(), code=exc.code, tid=exc.intuit_tid)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"PostgreSQL failed during sync: {str(exc).splitlines()[0]}") from None
+        except (psycopg.Error, ValueError, KeyError, TypeError) as exc:
+            self._fail(outcome, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        finally:
+            outcome.api_calls += clients.api_calls
+            clients.close()
+        self._finish_run(outcome)
+        return outcome
+
+    def _fail(self, outcome: EntityOutcome, message: str, *, code: str | None = None, tid: str | None = None) -> None:
+        outcome.status, outcome.error = "failed", redact(message)[:2000]
+        with self.db.transaction() as conn:
+            record_error(conn, "sync", f"{outcome.entity} {outcome.kind} sync failed: {message}",
+                         realm_id=self.realm_id, entity=outcome.entity, code=code, intuit_tid=tid)
+
+    def _check_stop(self) -> None:
+        if self.stop is not None and getattr(self.stop, "requested", False):
+            raise _Interrupted()
+
+    # -- CompanyInfo -----------------------------------------------------------------------
+
+    def _company(self, outcome: EntityOutcome) -> None:
+        info = self._clients.get().company_info()
+        outcome.rows_fetched = 1
+        with self.db.transaction() as conn:
+            self._lock(conn, "CompanyInfo")
+            result = upsert_company(conn, self.realm_id, info, environment=self.settings.environment)
+            self._advance(conn, "CompanyInfo", datetime.now(timezone.utc), full=True)
+        outcome.rows_upserted = result.written
+
+    # -- full listings ---------------------------------------------------------------------
+
+    def _full(self, spec: EntitySpec, outcome: EntityOutcome, *, reconcile: bool,
+              condition: str | None = None) -> None:
+        """List every row (optionally only `condition`), write per page, then move the cursor."""
+        present: set[str] | None = set() if reconcile else None
+        first_time: datetime | None = None
+        for page_time, objects in self.listing(spec, condition):
+            self._check_stop()
+            if first_time is None:
+                first_time = page_time
+            if present is not None:
+                present.update(str(o.get("Id")) for o in objects)
+            if not objects:
+                continue
+            with self.db.transaction() as conn:
+                self._lock(conn, spec.name)
+                outcome.count(apply_objects(conn, spec, self.realm_id, objects))
+        assert first_time is not None
+        with self.db.transaction() as conn:
+            self._lock(conn, spec.name)
+            if present is not None:
+                outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, present, first_time)
+            self._advance(conn, spec.name, first_time, full=condition is None)
+
+    def listing(self, spec: EntitySpec, condition: str | None = None) -> Iterator[tuple[datetime, list[dict]]]:
+        """Every page of `SELECT * FROM entity [WHERE ...] ORDERBY Id` as (server time, objects).
+
+        The first page comes first (its time is the listing's cursor); the rest are fetched
+        concurrently in Id-range chunks (at most QBO_MAX_CONCURRENCY requests in flight, a
+        bounded number of pages held in memory) and yielded as they arrive.
+        """
+        clients = self._clients
+        where = spec.query_where(condition)
+        pages = clients.get().query_pages(spec.name, where=where)
+        first = next(pages)
+        yield first.time, first.objects
+        if len(first.objects) < PAGE_SIZE:
+            pages.close()
+            return
+        low_ids = [_int_id(o) for o in first.objects]
+        if self.concurrency == 1 or any(i is None for i in low_ids):
+            for page in pages:  # sequential STARTPOSITION paging
+                yield page.time, page.objects
+            return
+        pages.close()
+        lo = max(i for i in low_ids if i is not None)
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="qbo-fetch")
+        try:
+            f_count = pool.submit(lambda: clients.get().count(spec.name, where))
+            f_desc = pool.submit(lambda: next(clients.get().query_pages(spec.name, where=where,
+                                                                         order_by="Id DESC")))
+            desc = f_desc.result()
+            total = f_count.result()
+            high_ids = [_int_id(o) for o in desc.objects]
+            if any(i is None for i in high_ids) or not high_ids:
+                yield desc.time, [o for o in desc.objects if (_int_id(o) or 0) > lo]
+                return
+            hi = min(i for i in high_ids if i is not None)
+            yield desc.time, [o for o in desc.objects if (_int_id(o) or 0) > lo]
+            if hi <= lo + 1 or len(desc.objects) < PAGE_SIZE:
+                return
+            remaining = max(1, total - 2 * PAGE_SIZE)
+            span = hi - lo - 1
+            n_chunks = max(1, min(span, math.ceil(remaining / CHUNK_TARGET)))
+            bounds = [lo + 1 + (span * k) // n_chunks for k in range(n_chunks)] + [hi]
+
+            def fetch(a: int, b: int) -> list[tuple[datetime, list[dict]]]:
+                cond = _and(condition, f"Id >= '{a}'", f"Id < '{b}'")
+                return [(p.time, p.objects) for p in clients.get().query_pages(spec.name, where=spec.query_where(cond))]
+
+            todo = list(zip(bounds[:-1], bounds[1:]))
+            pending: set[Future] = set()
+            limit = self.concurrency + 1
+            while todo or pending:
+                while todo and len(pending) < limit:
+                    a, b = todo.pop(0)
+                    pending.add(pool.submit(fetch, a, b))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    for item in future.result():
+                        yield item
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- incremental -----------------------------------------------------------------------
+
+    def _incremental(self, specs: list[EntitySpec], cursors: dict[str, datetime]) -> list[EntityOutcome]:
+        """One CDC call for all `specs`; split on truncation; stale cursors go to windows.
+
+        The shared call is counted on the first entity's run.
+        """
+        clients = _Clients(self._factory)
+        try:
+            result = clients.get().cdc([s.name for s in specs], min(cursors.values()))
+            error: QBSyncError | None = None
+        except DatabaseUnavailable:
+            raise
+        except QBSyncError as exc:
+            result, error = None, exc
+        finally:
+            shared_calls = clients.api_calls
+            clients.close()
+        outcomes: list[EntityOutcome] = []
+        for i, spec in enumerate(specs):
+            calls = shared_calls if i == 0 else 0
+            cursor = cursors[spec.name]
+            if result is None:
+                body: Callable[[EntityOutcome], None] = lambda o, e=error: _raise(e)
+                outcomes.append(self._guard(spec, "cdc", body, calls))
+            elif cursor < result.time - (CDC_WINDOW - CDC_MARGIN):
+                outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
+            elif result.total >= CDC_CAP and len(specs) == 1:
+                outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
+            elif result.total >= CDC_CAP:
+                outcomes.append(self._guard(spec, "cdc", lambda o, s=spec, c=cursor: self._cdc_alone(s, o, c), calls))
+            else:
+                objs = result.objects.get(spec.name, [])
+                outcomes.append(self._guard(
+                    spec, "cdc", lambda o, s=spec, ob=objs, t=result.time: self._apply_cdc(s, o, ob, t), calls))
+        return outcomes
+
+    def _apply_cdc(self, spec: EntitySpec, outcome: EntityOutcome, objects: list[dict], at: datetime) -> None:
+        with self.db.transaction() as conn:
+            self._lock(conn, spec.name)
+            if objects:
+                outcome.count(apply_objects(conn, spec, self.realm_id, objects))
+            self._advance(conn, spec.name, at, full=False)
+
+    def _cdc_alone(self, spec: EntitySpec, outcome: EntityOutcome, cursor: datetime) -> None:
+        """CDC for one entity; if that is truncated too, resolve it with queries."""
+        result = self._clients.get().cdc([spec.name], cursor)
+        if result.total >= CDC_CAP:
+            outcome.kind = "window"
+            self._window(spec, outcome, cursor)
+            return
+        self._apply_cdc(spec, outcome, result.objects.get(spec.name, []), result.time)
+
+    def _window(self, spec: EntitySpec, outcome: EntityOutcome, cursor: datetime) -> None:
+        """Catch up without CDC: windowed query (rows cannot vanish) or listing + reconciliation."""
+        outcome.kind = "window"
+        if spec.hard_deletable or spec.mergeable:
+            self._full(spec, outcome, reconcile=True)
+        else:
+            self._full(spec, outcome, reconcile=False,
+                       condition=f"MetaData.LastUpdatedTime >= {_qbo_literal(cursor - timedelta(seconds=1))}")
+
+
+class _Interrupted(Exception):
+    """SIGTERM arrived between two pages: stop before the next transaction."""
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def sync_realm(db, settings, realm_id: str, *, entities: list[str] | None = None,  # noqa: ANN001
+               full: bool = False, trigger: str = "schedule", stop: Any = None,
+               client_factory: Callable[[], Any] | None = None) -> list[EntityOutcome]:
+    """Sync one realm (see the module docstring); one recorded outcome per entity."""
+    return RealmSync(db, settings, realm_id, trigger=trigger, stop=stop,
+                     client_factory=client_factory).run(entities, full=full)
+
+
+def enqueue_sync_request(conn: psycopg.Connection, realm_id: str | None = None, entity: str | None = None,
+                         full: bool = False, requested_by: str = "tui") -> int:
+    """Queue a sync (all realms when realm_id is None, all entities when entity is None); its id."""
+    if entity is not None:
+        entity = get_spec(entity).name
+    row = conn.execute(
+        "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
+        " VALUES (%s, %s, %s, %s) RETURNING id", (realm_id, entity, full, requested_by)).fetchone()
+    return int(row[0])
+
+
+def cmd_sync(args, settings) -> int:  # noqa: ANN001
+    """`qbsync sync [--once] [--realm-id R] [--entity E] [--full]` (services/syncworker.py)."""
+    from services.syncworker import cmd_sync as run
+
+    return run(args, settings)

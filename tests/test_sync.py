@@ -1,0 +1,325 @@
+"""The sync engine against the emulator and real PostgreSQL: exact end states, every path.
+
+`assert_exact` compares every SPEC section 8 column, every line by position and `raw` with
+what the emulator serves (parsed with Decimal), and the set of deleted rows with the
+emulator's deletions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import requests
+
+from services.entities import ENTITIES, parse_time
+from services.sync import sync_realm
+
+DATA_KEYS = ("query", "cdc", "read", "companyinfo")
+
+
+# -- helpers (also used by the other test_sync_* files) ------------------------------------------
+
+def connect_realm(db, settings, emulator, **realm_kw: Any) -> str:  # noqa: ANN001
+    """An emulator company with tokens stored the way `qbsync token add` stores them."""
+    from services.tokens import add_tokens
+
+    realm = emulator.admin.create_realm(**realm_kw)
+    issued = emulator.admin.issue_tokens(realm)
+    add_tokens(db, settings, realm, issued["refresh_token"], access_token=issued["access_token"], expires_in=3600)
+    emulator.admin.reset_counts()
+    return realm
+
+
+def _expected(sql_type: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if sql_type == "timestamptz":
+        return parse_time(value)
+    if sql_type == "date":
+        return date.fromisoformat(value)
+    if sql_type == "numeric":
+        return str(value)
+    return value
+
+
+def _actual(sql_type: str, value: Any) -> Any:
+    if value is not None and sql_type == "numeric":
+        return str(value)
+    return value
+
+
+def assert_exact(db, emulator, realm: str) -> None:  # noqa: ANN001
+    """Every synced table equals the emulator's data for `realm`, digit for digit."""
+    with db.transaction() as conn:
+        for name in ("Customer", "Item", "Estimate", "Invoice"):
+            spec = ENTITIES[name]
+            served = {o["Id"]: o for o in emulator.admin.entities(realm, name)}
+            every = emulator.admin.entities(realm, name, include_deleted=True)
+            deleted = {o["Id"] for o in every if o.get("status") == "Deleted"}
+            cols = [c.name for c in spec.columns]
+            rows = conn.execute(
+                f"SELECT id, raw::text, deleted_at IS NOT NULL, {', '.join(cols)} FROM {spec.qualified_table}"
+                " WHERE realm_id = %s", (realm,)).fetchall()
+            live = {r[0]: r for r in rows if not r[2]}
+            assert set(live) == set(served), f"{name}: live ids differ"
+            assert {r[0] for r in rows if r[2]} == deleted, f"{name}: deleted ids differ"
+            for ident, obj in served.items():
+                row = live[ident]
+                assert json.loads(row[1], parse_float=Decimal) == obj, f"{name} {ident}: raw differs"
+                for column, value in zip(spec.columns, row[3:]):
+                    want = _expected(column.sql_type, column.extract(obj))
+                    assert _actual(column.sql_type, value) == want, f"{name} {ident}.{column.name}"
+            if spec.line is None:
+                continue
+            lcols = [c.name for c in spec.line.columns]
+            lines: dict[str, list[tuple]] = {}
+            for r in conn.execute(
+                    f"SELECT {spec.line.fk}, position, {', '.join(lcols)} FROM quickbooks.{spec.line.table}"
+                    " WHERE realm_id = %s ORDER BY 1, 2", (realm,)):
+                lines.setdefault(r[0], []).append(r[1:])
+            for ident, obj in served.items():
+                want_lines = [tuple([pos] + [_expected(c.sql_type, c.extract(li)) for c in spec.line.columns])
+                              for pos, li in enumerate(obj.get("Line", []))]
+                got = [tuple([r[0]] + [_actual(c.sql_type, v) for c, v in zip(spec.line.columns, r[1:])])
+                       for r in lines.get(ident, [])]
+                assert got == want_lines, f"{name} {ident}: lines differ"
+        info = emulator.admin.entities(realm, "CompanyInfo")[0]
+        row = conn.execute("SELECT name, legal_name, country, raw::text FROM quickbooks.companies WHERE id = %s",
+                           (realm,)).fetchone()
+        assert row[:3] == (info.get("CompanyName"), info.get("LegalName"),
+                           info.get("Country") or (info.get("CompanyAddr") or {}).get("Country"))
+        assert json.loads(row[3], parse_float=Decimal) == info
+
+
+def data_calls(emulator, realm: str) -> dict[str, int]:  # noqa: ANN001
+    counts = emulator.admin.request_counts(realm)
+    return {k: counts.get(k, 0) for k in DATA_KEYS}
+
+
+def snapshot(db, realm: str) -> dict[tuple[str, str], tuple]:  # noqa: ANN001
+    out = {}
+    with db.transaction() as conn:
+        for name in ("Customer", "Item", "Estimate", "Invoice"):
+            table = ENTITIES[name].qualified_table
+            for ident, synced, updated, deleted in conn.execute(
+                    f"SELECT id, synced_at, qbo_updated_at, deleted_at FROM {table} WHERE realm_id = %s", (realm,)):
+                out[(name, ident)] = (synced, updated, deleted)
+    return out
+
+
+def served_versions(emulator, realm: str) -> dict[tuple[str, str], str]:  # noqa: ANN001
+    out = {}
+    for name in ("Customer", "Item", "Estimate", "Invoice"):
+        for obj in emulator.admin.entities(realm, name, include_deleted=True):
+            out[(name, obj["Id"])] = json.dumps(obj, sort_keys=True, default=str)
+    return out
+
+
+def ok(outcomes) -> bool:  # noqa: ANN001
+    return all(o.status == "success" for o in outcomes)
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+def test_full_sync_of_a_generated_company_is_exact(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=120, items=15, invoices=1150, estimates=40,
+                          company_name="Crème d'Olive")
+    invoices = emulator.admin.entities(realm, "Invoice")
+    customers = emulator.admin.entities(realm, "Customer")
+    assert any(i.get("PrivateNote") == "Voided" for i in invoices)  # the company has what we claim
+    assert any(c.get("Active") is False for c in customers)
+    assert any(any(ord(ch) > 127 for ch in c["DisplayName"]) for c in customers)
+    outcomes = sync_realm(db, settings, realm, trigger="cli")
+    assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
+    assert_exact(db, emulator, realm)
+    with db.transaction() as conn:
+        runs = conn.execute("SELECT entity, kind, trigger, status, rows_fetched, rows_upserted, api_calls"
+                            " FROM quickbooks.sync_runs WHERE realm_id = %s ORDER BY id", (realm,)).fetchall()
+        state = dict(conn.execute("SELECT entity, row_count FROM quickbooks.sync_state WHERE realm_id = %s"
+                                  " AND cursor IS NOT NULL", (realm,)).fetchall())
+    assert [r[0] for r in runs] == ["CompanyInfo", "Customer", "Item", "Estimate", "Invoice"]
+    assert all(r[1] == "full" and r[2] == "cli" and r[3] == "success" for r in runs)
+    assert runs[4][4] == runs[4][5] == 1150
+    assert sum(r[6] for r in runs) == sum(data_calls(emulator, realm).values())
+    assert state == {"CompanyInfo": 1, "Customer": 120, "Item": 15, "Estimate": 40, "Invoice": 1150}
+
+
+def test_incremental_changes_exactly_the_changed_rows(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=40, items=10, invoices=60, estimates=10)
+    assert ok(sync_realm(db, settings, realm))
+    before_db, before_qbo = snapshot(db, realm), served_versions(emulator, realm)
+    admin = emulator.admin
+    open_invoices = [i for i in admin.entities(realm, "Invoice") if i.get("PrivateNote") != "Voided"]
+    customers = [c for c in admin.entities(realm, "Customer") if c.get("Active")]
+    admin.mutate(realm, "Invoice", "create")
+    admin.mutate(realm, "Invoice", "update", id=open_invoices[0]["Id"])
+    admin.mutate(realm, "Invoice", "delete", id=open_invoices[1]["Id"])
+    admin.mutate(realm, "Invoice", "void", id=open_invoices[2]["Id"])
+    admin.mutate(realm, "Estimate", "update", id=admin.entities(realm, "Estimate")[0]["Id"])
+    admin.mutate(realm, "Customer", "update", id=customers[0]["Id"], fields={"DisplayName": "Zoë O'Brien & Søn"})
+    admin.mutate(realm, "Customer", "merge", id=customers[1]["Id"], merge_into=customers[2]["Id"])
+    admin.mutate(realm, "Item", "inactivate", id=admin.entities(realm, "Item")[0]["Id"])
+    admin.reset_counts()
+    outcomes = sync_realm(db, settings, realm)
+    assert ok(outcomes) and {o.kind for o in outcomes} == {"cdc"}
+    assert data_calls(emulator, realm) == {"query": 0, "cdc": 1, "read": 0, "companyinfo": 0}
+    assert_exact(db, emulator, realm)
+    after_db, after_qbo = snapshot(db, realm), served_versions(emulator, realm)
+    changed_qbo = {k for k in after_qbo if before_qbo.get(k) != after_qbo[k]}
+    changed_db = {k for k in after_db if before_db.get(k) != after_db[k]}
+    assert len(changed_qbo) >= 8 and changed_db == changed_qbo
+    # nothing changed since: exactly one CDC request for the realm, no rows touched
+    admin.reset_counts()
+    assert ok(sync_realm(db, settings, realm))
+    assert data_calls(emulator, realm) == {"query": 0, "cdc": 1, "read": 0, "companyinfo": 0}
+    assert snapshot(db, realm) == after_db
+
+
+def test_more_than_1000_changes_since_the_last_run_miss_nothing(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=30, items=1100, invoices=40, estimates=5)
+    assert ok(sync_realm(db, settings, realm))
+    admin = emulator.admin
+    items = admin.entities(realm, "Item")
+    for item in items[:1050]:  # Item alone exceeds the cap: windowed query path (in-process: fast)
+        emulator.state.mutate(realm, "Item", "update", id=item["Id"])
+    invoices = admin.entities(realm, "Invoice")
+    admin.mutate(realm, "Invoice", "delete", id=invoices[0]["Id"])
+    admin.mutate(realm, "Invoice", "update", id=invoices[1]["Id"])
+    admin.mutate(realm, "Customer", "create")
+    outcomes = sync_realm(db, settings, realm)
+    assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
+    kinds = {o.entity: o.kind for o in outcomes}
+    assert kinds["Item"] == "window" and kinds["Invoice"] == "cdc"
+    assert_exact(db, emulator, realm)
+    # a burst of deletes+updates on a delete-capable entity: listing + reconciliation
+    for invoice in admin.entities(realm, "Invoice")[:20]:
+        admin.mutate(realm, "Invoice", "delete", id=invoice["Id"])
+    for item in items[:1000]:
+        emulator.state.mutate(realm, "Item", "update", id=item["Id"])
+    assert ok(sync_realm(db, settings, realm))
+    assert_exact(db, emulator, realm)
+
+
+def test_a_cursor_31_days_old_is_still_exact_including_deletes(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=30, items=10, invoices=50, estimates=10)
+    assert ok(sync_realm(db, settings, realm))
+    admin = emulator.admin
+    invoices = admin.entities(realm, "Invoice")
+    admin.mutate(realm, "Invoice", "delete", id=invoices[3]["Id"])
+    admin.mutate(realm, "Invoice", "update", id=invoices[4]["Id"])
+    admin.mutate(realm, "Estimate", "delete", id=admin.entities(realm, "Estimate")[0]["Id"])
+    customers = admin.entities(realm, "Customer")
+    admin.mutate(realm, "Customer", "merge", id=customers[5]["Id"], merge_into=customers[6]["Id"])
+    admin.advance_clock(31 * 86400)
+    admin.mutate(realm, "Item", "update", id=admin.entities(realm, "Item")[0]["Id"])
+    admin.mutate(realm, "Invoice", "create")
+    outcomes = sync_realm(db, settings, realm)
+    assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
+    assert {o.kind for o in outcomes if o.entity != "CompanyInfo"} == {"window"}
+    assert_exact(db, emulator, realm)
+    admin.reset_counts()
+    assert ok(sync_realm(db, settings, realm))  # back on CDC
+    assert data_calls(emulator, realm)["cdc"] == 1
+
+
+def test_random_429_and_503_give_the_same_exact_end_state(db, settings, emulator, caplog) -> None:  # noqa: ANN001
+    caplog.set_level("WARNING", logger="qbsync.qbo")
+    realm = connect_realm(db, settings, emulator, customers=60, items=10, invoices=2100, estimates=20)
+    emulator.admin.configure(fail_rate_429=0.1, fail_rate_503=0.1, seed=7)
+    try:
+        assert ok(sync_realm(db, settings, realm))
+        invoices = emulator.admin.entities(realm, "Invoice")
+        emulator.admin.mutate(realm, "Invoice", "delete", id=invoices[10]["Id"])
+        emulator.admin.mutate(realm, "Invoice", "void", id=invoices[11]["Id"])
+        emulator.admin.mutate(realm, "Customer", "create")
+        for _ in range(3):
+            assert ok(sync_realm(db, settings, realm))
+        counts = emulator.admin.request_counts(realm)
+    finally:
+        emulator.admin.configure(fail_rate_429=0.0, fail_rate_503=0.0)
+    assert counts["throttled"] >= 1  # XML 429s happened and were retried
+    assert any("ServerError" in r.getMessage() for r in caplog.records)  # and 503s
+    assert_exact(db, emulator, realm)
+
+
+def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, settings, emulator) -> None:  # noqa: ANN001
+    from services.qbo import QBOClient
+
+    realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=3500, estimates=5)
+    pages = {"n": 0}
+    lock = threading.Lock()
+
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/query" in response.url and response.status_code == 200:
+            with lock:
+                pages["n"] += 1
+                if pages["n"] == 2:
+                    emulator.admin.expire_access_tokens(realm)
+
+    def factory() -> QBOClient:
+        session = requests.Session()
+        session.hooks["response"].append(hook)
+        return QBOClient(db, settings, realm, session=session)
+
+    outcomes = sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
+    assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
+    assert pages["n"] >= 4
+    assert emulator.admin.request_counts(realm)["token:refresh_token"] == 1
+    with db.transaction() as conn:
+        assert conn.execute("SELECT count(*) FROM quickbooks.invoices").fetchone()[0] == 3500
+
+
+def test_a_realm_needing_reauth_is_skipped_with_a_reason(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=3, estimates=1)
+    with db.transaction() as conn:
+        conn.execute("UPDATE quickbooks.tokens SET status = 'needs_reauth', last_error = 'invalid_grant'"
+                     " WHERE realm_id = %s", (realm,))
+    outcomes = sync_realm(db, settings, realm)
+    assert {o.status for o in outcomes} == {"skipped"} and len(outcomes) == 5
+    assert sum(data_calls(emulator, realm).values()) == 0
+    with db.transaction() as conn:
+        runs = conn.execute("SELECT status, error FROM quickbooks.sync_runs WHERE realm_id = %s", (realm,)).fetchall()
+        errors = conn.execute("SELECT count(*) FROM quickbooks.errors WHERE service = 'sync' AND realm_id = %s",
+                              (realm,)).fetchone()[0]
+    assert all(s == "skipped" and e for s, e in runs) and errors >= 1
+
+
+def test_one_failing_entity_does_not_stop_the_others_nor_move_its_cursor(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=10, estimates=3)
+    assert ok(sync_realm(db, settings, realm))
+    with db.transaction() as conn:
+        cursor_before = conn.execute("SELECT cursor FROM quickbooks.sync_state WHERE realm_id = %s"
+                                     " AND entity = 'Item'", (realm,)).fetchone()[0]
+        conn.execute("ALTER TABLE quickbooks.items RENAME COLUMN sku TO sku_broken")
+    emulator.admin.mutate(realm, "Item", "update", id=emulator.admin.entities(realm, "Item")[0]["Id"])
+    emulator.admin.mutate(realm, "Customer", "create")
+    outcomes = {o.entity: o for o in sync_realm(db, settings, realm)}
+    assert outcomes["Item"].status == "failed" and "sku" in (outcomes["Item"].error or "")
+    assert outcomes["Customer"].status == "success" and outcomes["Customer"].rows_upserted == 1
+    with db.transaction() as conn:
+        assert conn.execute("SELECT cursor, last_run_status FROM quickbooks.sync_state WHERE realm_id = %s"
+                            " AND entity = 'Item'", (realm,)).fetchone() == (cursor_before, "failed")
+        assert conn.execute("SELECT count(*) FROM quickbooks.errors WHERE service = 'sync' AND entity = 'Item'"
+                            ).fetchone()[0] == 1
+        conn.execute("ALTER TABLE quickbooks.items RENAME COLUMN sku_broken TO sku")
+    assert ok(sync_realm(db, settings, realm))
+    assert_exact(db, emulator, realm)
+
+
+def test_full_resync_reconciles_rows_missing_from_the_listing(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=20, estimates=3)
+    assert ok(sync_realm(db, settings, realm))
+    with db.transaction() as conn:  # a row QBO does not have (e.g. a delete whose CDC event was lost)
+        conn.execute("INSERT INTO quickbooks.invoices (realm_id, id, qbo_updated_at) VALUES (%s, '99999',"
+                     " now() - interval '1 day')", (realm,))
+    outcomes = sync_realm(db, settings, realm, full=True)
+    assert ok(outcomes) and {o.kind for o in outcomes} == {"full"}
+    with db.transaction() as conn:
+        assert conn.execute("SELECT deleted_at IS NOT NULL FROM quickbooks.invoices WHERE id = '99999'"
+                            ).fetchone() == (True,)
+        conn.execute("DELETE FROM quickbooks.invoices WHERE id = '99999'")
+    assert_exact(db, emulator, realm)
