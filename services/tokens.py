@@ -203,13 +203,14 @@ def _store_refresh(conn: psycopg.Connection, realm_id: str, grant: oauth.TokenGr
 def _note_failure(conn: psycopg.Connection, realm_id: str, exc: QBSyncError, *, service: str,
                   needs_reauth: bool, record: bool) -> None:
     message = exc.one_line()
+    reason = redact(exc.message + (f" (intuit_tid {exc.intuit_tid})" if exc.intuit_tid else ""))[:1000]
     if needs_reauth:
         conn.execute("UPDATE quickbooks.tokens SET status = 'needs_reauth', last_error = %s, updated_at = now(),"
-                     " last_updated = now() WHERE realm_id = %s", (message, realm_id))
+                     " last_updated = now() WHERE realm_id = %s", (reason, realm_id))
         record_event(conn, realm_id, "needs_reauth", message)
     else:
         conn.execute("UPDATE quickbooks.tokens SET last_error = %s, updated_at = now() WHERE realm_id = %s",
-                     (message, realm_id))
+                     (reason, realm_id))
         if record:
             record_event(conn, realm_id, "refresh_failed", message)
     if record:
@@ -243,7 +244,7 @@ def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: 
         if row is None:
             raise NeedsReauth("no tokens stored for this realm", realm_id=realm_id)
         if not row.usable:
-            raise NeedsReauth(f"realm status is {row.status}" + (f": {row.last_error}" if row.last_error else ""),
+            raise NeedsReauth(f"realm is {row.status}" + (f" ({row.last_error})" if row.last_error else ""),
                               realm_id=realm_id)
         call, reused, why = _decide(row, started_at, force=force, stale_access_token=stale_access_token,
                                     margin=margin)
@@ -253,7 +254,6 @@ def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: 
         try:
             grant = oauth.refresh_grant(settings, row.refresh_token, realm_id=realm_id, session=session)
         except NeedsReauth as exc:
-            exc.message = f"refresh token rejected: {exc.message}"
             _note_failure(conn, realm_id, exc, service=service, needs_reauth=True, record=True)
             failure = exc
         except InvalidClient as exc:
@@ -286,7 +286,7 @@ def access_token_for(db, settings, realm_id: str) -> tuple[str, str]:  # noqa: A
     if row is None:
         raise NeedsReauth("no tokens stored for this realm", realm_id=realm_id)
     if not row.usable:
-        raise NeedsReauth(f"realm status is {row.status}" + (f": {row.last_error}" if row.last_error else ""),
+        raise NeedsReauth(f"realm is {row.status}" + (f" ({row.last_error})" if row.last_error else ""),
                           realm_id=realm_id)
     left = row.access_left()
     if row.access_token and left is not None and left > ACCESS_TOKEN_MIN_LEFT:

@@ -229,7 +229,12 @@ def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
         try:
             worker = TokenWorker(db, settings)
             if args.once:
-                outcome = worker.run_pass(stop, attempts=MAX_ATTEMPTS)
+                try:
+                    outcome = worker.run_pass(stop, attempts=MAX_ATTEMPTS)
+                except DatabaseUnavailable as exc:
+                    log.error("database unavailable: %s", exc.one_line())
+                    failed["*"] = exc.one_line()
+                    return
                 failed.update(outcome.failed)
                 log.info("tokenup pass done: %d refreshed, %d failed", len(outcome.refreshed), len(outcome.failed))
             else:
@@ -294,7 +299,7 @@ def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
             try:
                 result = _refresh_with_retries(db, settings, realm_id)
             except QBSyncError as exc:
-                print(f"qbsync: realm {realm_id}: {type(exc).__name__}: {exc.one_line()}", file=sys.stderr)
+                print(f"qbsync: {type(exc).__name__}: {exc.one_line()}", file=sys.stderr)
                 if isinstance(exc, InvalidClient):
                     return 2
                 status = 1
