@@ -169,3 +169,33 @@ def test_connect_for_an_expected_realm_refuses_another_company(db, settings, emu
     with pytest.raises(Exception, match="expected"):
         complete_authorization(db, settings, params, state)
     assert stored(db) == ([], [])
+
+
+def test_connect_waits_for_the_webhook_servers_callback(db, emulator, qbsync_env, tmp_path):
+    """Redirect URI on the webhook receiver: it completes the flow; `connect` notices through Postgres."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**qbsync_env, "WEBHOOK_PORT": str(port), "QBO_REDIRECT_URI": f"http://127.0.0.1:{port}/oauth/callback"}
+    webhook = subprocess.Popen([*QBSYNC, "webhook"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    proc = start_connect(env, tmp_path, "--timeout", "60")
+    try:
+        location = approve(read_authorization_url(proc, env["QBO_AUTHORIZE_URL"]))
+        for _ in range(200):
+            try:
+                page = requests.get(location, timeout=10)  # the browser follows the redirect
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        assert page.status_code == 200, page.text
+        out, err = proc.communicate(timeout=60)  # nothing is pasted (stdin reaches EOF)
+    finally:
+        for p in (proc, webhook):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert proc.returncode == 0, err
+    realm_id = parse_qs(urlsplit(location).query)["realmId"][0]
+    assert f"Connected realm {realm_id}" in out
+    assert stored(db)[0][0][:2] == (realm_id, "active")
