@@ -42,6 +42,14 @@ def relative(value: str | None, now: datetime) -> str:
     return f"in {text}" if seconds > 0 else f"{text} ago"
 
 
+def _duration(seconds: int) -> str:
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+
+
 def collect_status(settings, now: datetime | None = None) -> tuple[dict[str, Any], int, list[str]]:  # noqa: ANN001
     """(status object with "processes", exit code, reasons). Raises DatabaseUnavailable."""
     import psycopg
@@ -106,7 +114,8 @@ def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
     if not status["processes"]:
         print("  supervisord not reachable", file=out)
     for proc in status["processes"]:
-        print(f"  {proc['name']:<10} {proc['state']:<9} up {proc['uptime_s']}s", file=out)
+        up = f"up {_duration(proc['uptime_s'])}" if proc["state"] == "RUNNING" else ""
+        print(f"  {proc['name']:<10} {proc['state']:<9} {up}".rstrip(), file=out)
     print("\nrecent errors:", file=out)
     if not status["recent_errors"]:
         print("  none", file=out)

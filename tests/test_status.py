@@ -145,6 +145,11 @@ def test_status_reports_supervisord_processes_and_fatal_is_critical(db, status_e
         assert [(p["name"], p["state"]) for p in doc["processes"]] == [
             ("tokenup", "RUNNING"), ("sync", "RUNNING"), ("webhook", "FATAL")]
         assert any("webhook is FATAL" in r for r in doc["health"]["reasons"])
+        table = _status(status_env, short_dir)
+        assert table.returncode == 2
+        lines = table.stdout.splitlines()
+        assert any(line.split()[:3] == ["tokenup", "RUNNING", "up"] for line in lines), table.stdout
+        assert any(line.split() == ["webhook", "FATAL"] for line in lines), table.stdout
     finally:
         sup.stop()
 
