@@ -1,0 +1,98 @@
+"""`qbsync sync` as a process: --once exit codes, and the worker (requests, inbox, SIGTERM)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from services.inbox import InboxEvent, store_events
+from services.qbo import parse_qbo_time
+from services.sync import enqueue_sync_request
+from test_sync import assert_exact, connect_realm
+
+
+def qbsync(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+def test_sync_once_exits_0_on_success_and_1_when_an_entity_fails(db, settings, emulator, qbsync_env,  # noqa: ANN001
+                                                                 tmp_path) -> None:
+    realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
+    done = qbsync(qbsync_env, tmp_path, "sync", "--once", "--realm-id", realm)
+    assert done.returncode == 0, done.stderr
+    assert "entity=Invoice kind=full status=success" in done.stdout
+    assert_exact(db, emulator, realm)
+    with db.transaction() as conn:
+        conn.execute("ALTER TABLE quickbooks.items RENAME COLUMN sku TO sku_broken")
+    emulator.admin.mutate(realm, "Item", "update", id=emulator.admin.entities(realm, "Item")[0]["Id"])
+    failed = qbsync(qbsync_env, tmp_path, "sync", "--once")
+    assert failed.returncode == 1
+    assert "entity=Item kind=cdc status=failed" in failed.stdout + failed.stderr
+    bad = qbsync(qbsync_env, tmp_path, "sync", "--once", "--entity", "Payment")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "Payment" in bad.stderr
+
+
+def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, emulator, qbsync_env,  # noqa: ANN001
+                                                                 tmp_path) -> None:
+    realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "sync"], env=qbsync_env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def synced() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
+                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
+        assert wait_for(synced, 30), "the worker did not run its first sync"
+        admin = emulator.admin
+        invoice = admin.mutate(realm, "Invoice", "update", id=admin.entities(realm, "Invoice")[0]["Id"])
+        when = invoice["MetaData"]["LastUpdatedTime"]
+        with db.transaction() as conn:
+            store_events(conn, [InboxEvent("cloudevents", str(uuid.uuid4()), realm, "Invoice", invoice["Id"],
+                                           "Update", parse_qbo_time(when), None, {}, when)])
+        started = time.monotonic()
+
+        def applied() -> bool:
+            with db.transaction() as conn:
+                row = conn.execute("SELECT i.sync_token, w.status FROM quickbooks.invoices i,"
+                                   " quickbooks.webhook_inbox w WHERE i.realm_id = %s AND i.id = %s",
+                                   (realm, invoice["Id"])).fetchone()
+            return row == (invoice["SyncToken"], "processed")
+        assert wait_for(applied, 15), "the inbox event was not applied"
+        assert time.monotonic() - started < 10
+        with db.transaction() as conn:
+            request_id = enqueue_sync_request(conn, realm, "Customer", full=True, requested_by="test")
+
+        def request_done() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT status FROM quickbooks.sync_requests WHERE id = %s",
+                                    (request_id,)).fetchone()[0] == "done"
+        assert wait_for(request_done, 20), "the queued request was not run"
+        with db.transaction() as conn:
+            assert conn.execute("SELECT kind, trigger, status FROM quickbooks.sync_runs WHERE realm_id = %s"
+                                " AND entity = 'Customer' ORDER BY id DESC LIMIT 1", (realm,)).fetchone() == \
+                ("full", "request", "success")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert "sync worker stopping" in out
+        assert_exact(db, emulator, realm)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
