@@ -308,3 +308,32 @@ async def test_countdown_ticks_between_polls(db, database_url, tmp_path) -> None
         clock["now"] = start + timedelta(minutes=11)
         await wait_for(pilot, lambda: cell(app, "realms", HEALTHY_REALM, "access") == "expired", "expiry")
         assert app.polls == 1  # the countdown moved without polling the database
+
+
+@sync_test
+async def test_s_request_is_consumed_by_the_sync_worker(db, settings, emulator, tmp_path) -> None:  # noqa: ANN001
+    from services.syncworker import run_requests
+    from services.tokens import add_tokens
+
+    realm = emulator.admin.create_realm(company_name="Queued Sync Ltd", customers=7, items=3, invoices=4,
+                                        estimates=2, seed=5)
+    grant = emulator.admin.issue_tokens(realm)
+    add_tokens(db, settings, realm, grant["refresh_token"], access_token=grant["access_token"],
+               expires_in=int(grant["expires_in"]))
+    app = RecordingApp(db, replace(settings, work_dir=tmp_path), supervisor_socket=tmp_path / "none.sock",
+                       poll_interval_s=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        assert cell(app, "entities", "Customer", "success") == "never"
+        await pilot.press("s")
+        await wait_for(pilot, lambda: noted(app, "queued"), "queued notification")
+        ran = await asyncio.to_thread(run_requests, db, settings)  # the sync worker's request loop
+        assert ran == 1
+        await wait_for(pilot, lambda: noted(app, "of Queued Sync Ltd finished"), "finish notification", 30)
+        await wait_for(pilot, lambda: cell(app, "entities", "Customer", "rows") == "7", "synced rows shown")
+        assert cell(app, "entities", "Invoice", "rows") == "4"
+        assert cell(app, "entities", "Customer", "status") == "success"
+        assert cell(app, "entities", "Customer", "success").endswith("s ago")
+    with db.transaction() as conn:
+        assert conn.execute("SELECT status, requested_by FROM quickbooks.sync_requests").fetchall() == [
+            ("done", "tui")]
