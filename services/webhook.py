@@ -272,6 +272,7 @@ class ReceiverServer:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._triggers = [d.trigger for d in self._map.values() if isinstance(d, BaseWSGIServer)]
 
     @property
     def port(self) -> int:
@@ -319,7 +320,13 @@ class ReceiverServer:
 
     def stop(self, timeout: float = STOP_GRACE_S + 5) -> None:
         """Ask the serve loop to stop and wait for it (background-thread use)."""
-        self._stop.set()
+        if not self._stop.is_set():
+            self._stop.set()
+            for trigger in self._triggers:  # wake the loop now rather than at its next timeout
+                try:
+                    trigger.pull_trigger()
+                except OSError:  # the loop already closed it
+                    pass
         if self._thread is not None:
             self._thread.join(timeout)
 

@@ -324,3 +324,45 @@ def test_fuzz_huge_and_odd_headers_never_5xx(receiver: Receiver, data: st.DataOb
     response = receiver.post(body, signature=None, **{header: filler * size})
     assert response.status_code in (400, 401, 431), response.status_code
     assert receiver.inbox_count() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# graceful stop
+
+def test_stop_lets_the_request_in_flight_commit_and_answer(receiver: Receiver, database_url: str) -> None:
+    import threading
+
+    import psycopg
+
+    body = (SAMPLES / "webhook_classic.json").read_bytes()
+    answers: list[requests.Response] = []
+    with psycopg.connect(database_url) as blocker, psycopg.connect(database_url, autocommit=True) as watcher:
+        blocker.execute("LOCK TABLE quickbooks.webhook_inbox IN ACCESS EXCLUSIVE MODE")
+        poster = threading.Thread(target=lambda: answers.append(receiver.post(body)))
+        poster.start()
+        for _ in range(200):  # until the receiver's INSERT waits on our lock
+            waiting = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                      " AND datname = current_database()").fetchone()[0]
+            if waiting:
+                break
+            threading.Event().wait(0.05)
+        assert waiting == 1
+        stopper = threading.Thread(target=receiver.server.stop)
+        stopper.start()
+        refused = False
+        for _ in range(100):  # soon no longer accepting
+            try:
+                requests.get(receiver.base + "/healthz", timeout=5)
+            except requests.ConnectionError:
+                refused = True
+                break
+            threading.Event().wait(0.05)
+        assert refused
+        assert poster.is_alive() and stopper.is_alive()  # the stop waits for the request in flight
+        blocker.rollback()  # release the lock: the in-flight request may finish
+    poster.join(20)
+    stopper.join(20)
+    assert not stopper.is_alive()
+    assert [a.status_code for a in answers] == [200]
+    assert answers[0].json() == {"stored": 2, "duplicates": 0}
+    assert receiver.inbox_count() == 2
