@@ -31,7 +31,6 @@ because a cursor only moves inside the transaction that writes the data. Writers
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,9 +46,10 @@ from db.upserts import UpsertResult, apply_objects, reconcile_missing, upsert_co
 from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec
 from services.errors import DatabaseUnavailable, NeedsReauth, QBOError, QBSyncError
 from services.logs import redact
+from services.qbo import QBOClient, QueryPage
 
 __all__ = [
-    "EntityOutcome", "RealmSync", "sync_realm", "enqueue_sync_request", "cmd_sync",
+    "EntityOutcome", "RealmSync", "SyncClient", "sync_realm", "enqueue_sync_request", "cmd_sync",
     "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN", "COMPANY_REFRESH",
 ]
 
@@ -59,8 +59,8 @@ CDC_CAP = 1000                       # objects per CDC response; reaching it mea
 CDC_WINDOW = timedelta(days=30)      # how far back CDC reaches
 CDC_MARGIN = timedelta(days=1)       # cursors older than WINDOW - MARGIN are not trusted to CDC
 COMPANY_REFRESH = timedelta(days=1)  # CompanyInfo is re-read this often
-CHUNK_TARGET = 900                   # rows per Id-range chunk of a concurrent listing (< 1 page)
-PAGE_SIZE = 1000
+PAGE_SIZE = 1000                     # MAXRESULTS (Intuit's maximum)
+STRIDE = 990                         # concurrent pages start every STRIDE rows (10 rows overlap)
 _LOCK_NS = 0x5153_0003               # advisory lock namespace: "qbsync sync"
 
 
@@ -90,6 +90,25 @@ class EntityOutcome:
         self.rows_fetched += result.received
         self.rows_upserted += result.written
         self.rows_deleted += result.deleted
+
+
+class SyncClient(QBOClient):
+    """The QBO client plus one-page queries at a given STARTPOSITION (for concurrent listings)."""
+
+    def query_page(self, entity: str, start: int, where: str | None = None, order_by: str = "Id") -> QueryPage:
+        """One page: `SELECT * FROM entity [WHERE] ORDERBY order_by STARTPOSITION start MAXRESULTS 1000`."""
+        if not entity.isalnum() or not order_by.replace(" ", "").replace(".", "").isalnum():
+            raise ValueError(f"bad entity or ORDERBY: {entity!r} {order_by!r}")
+        statement = f"SELECT * FROM {entity}" + (f" WHERE {where}" if where else "")
+        statement += f" ORDERBY {order_by} STARTPOSITION {int(start)} MAXRESULTS {PAGE_SIZE}"
+        data = self._get("query", {"query": statement})
+        response = data.get("QueryResponse") or {}
+        objects: list[dict] = []
+        if isinstance(response, dict):
+            for key, value in response.items():
+                if key.lower() == entity.lower() and isinstance(value, list):
+                    objects = value
+        return QueryPage(objects=objects, time=self._time_of(data), start_position=int(start))
 
 
 class _Clients:
@@ -124,18 +143,6 @@ class _Clients:
             self._all.clear()
 
 
-def _int_id(obj: dict) -> int | None:
-    try:
-        return int(str(obj.get("Id")))
-    except (TypeError, ValueError):
-        return None
-
-
-def _and(*parts: str | None) -> str | None:
-    kept = [p for p in parts if p]
-    return " AND ".join(kept) or None
-
-
 def _qbo_literal(ts: datetime) -> str:
     """A timestamp literal for a QBO query (`'2026-11-22T14:05:00+00:00'`)."""
     return "'" + ts.astimezone(timezone.utc).isoformat(timespec="seconds") + "'"
@@ -153,10 +160,8 @@ class RealmSync:
         self.trigger = trigger
         self.stop = stop
         if client_factory is None:
-            from services.qbo import QBOClient
-
             def client_factory() -> Any:
-                return QBOClient(db, settings, self.realm_id)
+                return SyncClient(db, settings, self.realm_id)
         self._factory = client_factory
         self.concurrency = max(1, int(getattr(settings, "max_concurrency", 4)))
 
@@ -351,60 +356,52 @@ class RealmSync:
     def listing(self, spec: EntitySpec, condition: str | None = None) -> Iterator[tuple[datetime, list[dict]]]:
         """Every page of `SELECT * FROM entity [WHERE ...] ORDERBY Id` as (server time, objects).
 
-        The first page comes first (its time is the listing's cursor); the rest are fetched
-        concurrently in Id-range chunks (at most QBO_MAX_CONCURRENCY requests in flight, a
-        bounded number of pages held in memory) and yielded as they arrive.
+        The first page comes first (its time is the listing's cursor). When it is full, the
+        rest is fetched concurrently (at most QBO_MAX_CONCURRENCY requests in flight, a
+        bounded number of pages in memory): a COUNT sizes the listing and pages start every
+        STRIDE rows, overlapping by PAGE_SIZE - STRIDE rows so a row deleted meanwhile cannot
+        shift another past a page boundary unseen; paging goes on past the count until a page
+        is short. Ids already yielded are not yielded again.
         """
         clients = self._clients
         where = spec.query_where(condition)
-        pages = clients.get().query_pages(spec.name, where=where)
-        first = next(pages)
-        yield first.time, first.objects
-        if len(first.objects) < PAGE_SIZE:
-            pages.close()
-            return
-        low_ids = [_int_id(o) for o in first.objects]
-        if self.concurrency == 1 or any(i is None for i in low_ids):
-            for page in pages:  # sequential STARTPOSITION paging
+        paged = hasattr(clients.get(), "query_page") and self.concurrency > 1
+        if not paged:
+            for page in clients.get().query_pages(spec.name, where=where):
                 yield page.time, page.objects
             return
-        pages.close()
-        lo = max(i for i in low_ids if i is not None)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="qbo-fetch")
         try:
             f_count = pool.submit(lambda: clients.get().count(spec.name, where))
-            f_desc = pool.submit(lambda: next(clients.get().query_pages(spec.name, where=where,
-                                                                         order_by="Id DESC")))
-            desc = f_desc.result()
+            first = clients.get().query_page(spec.name, 1, where=where)
+            yield first.time, first.objects
+            if len(first.objects) < PAGE_SIZE:
+                f_count.cancel()
+                return
+            seen = {str(o.get("Id")) for o in first.objects}
             total = f_count.result()
-            high_ids = [_int_id(o) for o in desc.objects]
-            if any(i is None for i in high_ids) or not high_ids:
-                yield desc.time, [o for o in desc.objects if (_int_id(o) or 0) > lo]
-                return
-            hi = min(i for i in high_ids if i is not None)
-            yield desc.time, [o for o in desc.objects if (_int_id(o) or 0) > lo]
-            if hi <= lo + 1 or len(desc.objects) < PAGE_SIZE:
-                return
-            remaining = max(1, total - 2 * PAGE_SIZE)
-            span = hi - lo - 1
-            n_chunks = max(1, min(span, math.ceil(remaining / CHUNK_TARGET)))
-            bounds = [lo + 1 + (span * k) // n_chunks for k in range(n_chunks)] + [hi]
 
-            def fetch(a: int, b: int) -> list[tuple[datetime, list[dict]]]:
-                cond = _and(condition, f"Id >= '{a}'", f"Id < '{b}'")
-                return [(p.time, p.objects) for p in clients.get().query_pages(spec.name, where=spec.query_where(cond))]
+            def fetch(start: int) -> tuple[int, Any]:
+                return start, clients.get().query_page(spec.name, start, where=where)
 
-            todo = list(zip(bounds[:-1], bounds[1:]))
+            next_start = 1 + STRIDE
+            planned_end = max(total, PAGE_SIZE)
             pending: set[Future] = set()
             limit = self.concurrency + 1
-            while todo or pending:
-                while todo and len(pending) < limit:
-                    a, b = todo.pop(0)
-                    pending.add(pool.submit(fetch, a, b))
+            while True:
+                while len(pending) < limit and next_start <= planned_end:
+                    pending.add(pool.submit(fetch, next_start))
+                    next_start += STRIDE
+                if not pending:
+                    break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    for item in future.result():
-                        yield item
+                for future in sorted(done, key=lambda f: f.result()[0]):
+                    start, page = future.result()
+                    fresh = [o for o in page.objects if str(o.get("Id")) not in seen]
+                    seen.update(str(o.get("Id")) for o in fresh)
+                    if len(page.objects) == PAGE_SIZE and start + STRIDE > planned_end:
+                        planned_end = start + STRIDE  # more rows than counted: keep paging
+                    yield page.time, fresh
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

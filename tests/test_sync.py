@@ -247,7 +247,7 @@ def test_random_429_and_503_give_the_same_exact_end_state(db, settings, emulator
 
 
 def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, settings, emulator) -> None:  # noqa: ANN001
-    from services.qbo import QBOClient
+    from services.sync import SyncClient
 
     realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=3500, estimates=5)
     pages = {"n": 0}
@@ -260,10 +260,10 @@ def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, setti
                 if pages["n"] == 2:
                     emulator.admin.expire_access_tokens(realm)
 
-    def factory() -> QBOClient:
+    def factory() -> SyncClient:  # concurrent pages, each client with a hooked session
         session = requests.Session()
         session.hooks["response"].append(hook)
-        return QBOClient(db, settings, realm, session=session)
+        return SyncClient(db, settings, realm, session=session)
 
     outcomes = sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
     assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
