@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "services.doctor:cmd_doctor",
 }
 NO_SETTINGS = {"emulator"}  # runs without qbsync configuration
+WORKERS = {"tokenup", "sync", "webhook"}  # run under supervisord: their lines carry timestamps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +110,14 @@ def _resolve(key: str) -> Callable[..., int]:
     return getattr(importlib.import_module(module_name), func)
 
 
+def _fail(key: str, text: str) -> None:
+    """One line on stderr; under supervisord (the workers) it carries the log timestamp."""
+    from services.logs import pm2_timestamp
+
+    prefix = f"{pm2_timestamp()} ERROR " if key in WORKERS else ""
+    print(f"{prefix}qbsync: {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     key = _command_key(args)
@@ -121,13 +130,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         return int(command(args, settings) or 0)
     except ConfigError as exc:
-        print(f"qbsync: configuration error: {exc.one_line()}", file=sys.stderr)
+        _fail(key, f"configuration error: {exc.one_line()}")
         return 2
     except DatabaseUnavailable as exc:
-        print(f"qbsync: database unavailable: {exc.one_line()}", file=sys.stderr)
+        _fail(key, f"database unavailable: {exc.one_line()}")
         return 1
     except QBSyncError as exc:
-        print(f"qbsync: {type(exc).__name__}: {exc.one_line()}", file=sys.stderr)
+        _fail(key, f"{type(exc).__name__}: {exc.one_line()}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -15,7 +15,7 @@ import sys
 import threading
 from datetime import datetime
 
-__all__ = ["register_secret", "redact", "setup_logging", "PM2Formatter", "REDACTED"]
+__all__ = ["register_secret", "redact", "setup_logging", "PM2Formatter", "pm2_timestamp", "REDACTED"]
 
 REDACTED = "[REDACTED]"
 _secrets: set[str] = set()
@@ -47,13 +47,18 @@ def redact(text: object) -> str:
     return out
 
 
+def pm2_timestamp(created: float | None = None) -> str:
+    """PM2's log_date_format 'YYYY-MM-DD HH:mm Z', e.g. `2026-11-22 14:05 +00:00`."""
+    stamp = (datetime.fromtimestamp(created) if created is not None else datetime.now()).astimezone()
+    offset = stamp.strftime("%z")
+    return stamp.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
+
+
 class PM2Formatter(logging.Formatter):
-    """`2026-11-22 14:05 +00:00 INFO tokenup: message`: PM2's 'YYYY-MM-DD HH:mm Z'."""
+    """`2026-11-22 14:05 +00:00 INFO tokenup: message`."""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        stamp = datetime.fromtimestamp(record.created).astimezone()
-        offset = stamp.strftime("%z")
-        return stamp.strftime("%Y-%m-%d %H:%M ") + f"{offset[:3]}:{offset[3:]}"
+        return pm2_timestamp(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
