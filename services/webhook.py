@@ -58,6 +58,7 @@ DB_WAIT_S = 2.5          # longest wait for a database connection (Intuit gives 
 RETRY_AFTER_S = 10       # hint on a 503; Intuit's own schedule starts at 10 s
 STOP_GRACE_S = 10.0      # on SIGTERM: finish in-flight requests for at most this long
 LOOP_TIMEOUT_S = 0.5     # how often the serve loop looks at the stop flag
+SIGNATURE_WARN_EVERY_S = 60.0  # rejected signatures: at most one warning line per minute
 
 log = logging.getLogger("webhook")
 
@@ -112,6 +113,20 @@ class WebhookApp:
         self.db = db
         self.settings = settings
         self._key = settings.require_verifier_token().encode("utf-8")
+        self._rejected = 0
+        self._rejected_lock = threading.Lock()
+        self._last_warning = float("-inf")
+
+    def _note_rejected_signature(self) -> None:
+        """A wrong QBO_WEBHOOK_VERIFIER_TOKEN makes every delivery fail: say so, rate-limited."""
+        with self._rejected_lock:
+            self._rejected += 1
+            now = time.monotonic()
+            if now - self._last_warning < SIGNATURE_WARN_EVERY_S:
+                return
+            count, self._rejected, self._last_warning = self._rejected, 0, now
+        log.warning("rejected %d webhook(s) with a missing or invalid intuit-signature; if these are"
+                    " Intuit's, check QBO_WEBHOOK_VERIFIER_TOKEN against the developer portal", count)
 
     # -- WSGI ---------------------------------------------------------------------------------
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -179,6 +194,7 @@ class WebhookApp:
         except MalformedPayload as exc:
             return _json(400, {"error": str(exc)})
         if not self._signature_ok(environ, body):
+            self._note_rejected_signature()
             return _json(401, {"error": "missing or invalid intuit-signature"})
         try:
             events = parse_events(body)

@@ -219,6 +219,8 @@ def test_access_log_has_one_line_per_request_and_no_body_or_signature(
         receiver.post(body)
         receiver.post(body, "bad-signature-value")
         receiver.http.get(receiver.base + "/oauth/callback?code=SECRETCODE42&state=s")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("1 webhook(s) with a missing or invalid intuit-signature" in w for w in warnings)
     access = [r.getMessage() for r in caplog.records if r.name == "webhook" and " events=" in r.getMessage()]
     assert len(access) == 3
     assert access[0].startswith("POST /webhooks/quickbooks 200 events=2 ")
