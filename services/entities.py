@@ -131,34 +131,51 @@ def version_of(obj: dict) -> tuple[str | None, str | None]:
 
 @dataclass(frozen=True)
 class Column:
-    """One table column: its name, SQL type and how to take it from the QBO object."""
+    """One table column: its name, SQL type, how Python takes it from the QBO object, and the
+    same in SQL over a jsonb value (`sql_expr("s.raw")`), so batches can be extracted by
+    PostgreSQL from the stored `raw` instead of in Python."""
 
     name: str
     sql_type: str
     extract: Extractor
+    path: tuple[str, ...] | None = None
+    sql: str | None = None  # an SQL expression with `{src}` for the jsonb, when `path` does not say it
+
+    def sql_expr(self, src: str) -> str:
+        """SQL computing this column from the jsonb expression `src` (same result as `extract`)."""
+        if self.sql is not None:
+            return self.sql.format(src=src)
+        assert self.path is not None
+        literal = "'{" + ",".join(self.path) + "}'"
+        text = f"({src} #>> {literal})"
+        if self.sql_type == "text":
+            return text
+        return f"{text}::{self.sql_type}"
 
 
-def _col(name: str, sql_type: str, extract: Extractor) -> Column:
+def _col(name: str, sql_type: str, extract: Extractor | tuple[str, ...], sql: str | None = None) -> Column:
+    path = extract if isinstance(extract, tuple) else None
+    fn = field_path(*extract) if isinstance(extract, tuple) else extract
     if sql_type == "text":
-        extract = _text(extract)
+        fn = _text(fn)
     elif sql_type == "boolean":
-        extract = _bool(extract)
+        fn = _bool(fn)
     elif sql_type == "integer":
-        extract = _int(extract)
-    return Column(name, sql_type, extract)
+        fn = _int(fn)
+    return Column(name, sql_type, fn, path, sql)
 
 
 # Line item columns (SPEC section 8: estimate_line_items and invoice_line_items).
 LINE_COLUMNS: tuple[Column, ...] = (
-    _col("line_id", "text", field_path("Id")),
-    _col("line_num", "integer", field_path("LineNum")),
-    _col("detail_type", "text", field_path("DetailType")),
-    _col("description", "text", field_path("Description")),
-    _col("amount", "numeric", field_path("Amount")),
-    _col("item_id", "text", field_path("SalesItemLineDetail", "ItemRef", "value")),
-    _col("item_name", "text", field_path("SalesItemLineDetail", "ItemRef", "name")),
-    _col("qty", "numeric", field_path("SalesItemLineDetail", "Qty")),
-    _col("unit_price", "numeric", field_path("SalesItemLineDetail", "UnitPrice")),
+    _col("line_id", "text", ("Id",)),
+    _col("line_num", "integer", ("LineNum",)),
+    _col("detail_type", "text", ("DetailType",)),
+    _col("description", "text", ("Description",)),
+    _col("amount", "numeric", ("Amount",)),
+    _col("item_id", "text", ("SalesItemLineDetail", "ItemRef", "value")),
+    _col("item_name", "text", ("SalesItemLineDetail", "ItemRef", "name")),
+    _col("qty", "numeric", ("SalesItemLineDetail", "Qty")),
+    _col("unit_price", "numeric", ("SalesItemLineDetail", "UnitPrice")),
 )
 
 
@@ -216,46 +233,47 @@ class EntitySpec:
 
 
 _VERSIONED = (
-    _col("sync_token", "text", field_path("SyncToken")),
-    _col("qbo_created_at", "timestamptz", meta_created),
-    _col("qbo_updated_at", "timestamptz", meta_updated),
+    _col("sync_token", "text", ("SyncToken",)),
+    _col("qbo_created_at", "timestamptz", ("MetaData", "CreateTime")),
+    _col("qbo_updated_at", "timestamptz", ("MetaData", "LastUpdatedTime")),
 )
 
 ENTITIES: dict[str, EntitySpec] = {spec.name: spec for spec in (
     EntitySpec(
         name="CompanyInfo", table="companies", company=True, hard_deletable=False,
         columns=(
-            _col("name", "text", field_path("CompanyName")),
-            _col("legal_name", "text", field_path("LegalName")),
-            _col("country", "text", _company_country),
-            _col("last_updated", "timestamptz", meta_updated),
+            _col("name", "text", ("CompanyName",)),
+            _col("legal_name", "text", ("LegalName",)),
+            _col("country", "text", _company_country,
+                 sql="COALESCE(NULLIF({src} ->> 'Country', ''), {src} #>> '{{CompanyAddr,Country}}')"),
+            _col("last_updated", "timestamptz", ("MetaData", "LastUpdatedTime")),
         ),
     ),
     EntitySpec(
         name="Customer", table="customers", name_list=True, hard_deletable=False, mergeable=True,
         columns=(
-            _col("display_name", "text", field_path("DisplayName")),
-            _col("company_name", "text", field_path("CompanyName")),
-            _col("given_name", "text", field_path("GivenName")),
-            _col("family_name", "text", field_path("FamilyName")),
-            _col("email", "text", field_path("PrimaryEmailAddr", "Address")),
-            _col("phone", "text", field_path("PrimaryPhone", "FreeFormNumber")),
-            _col("active", "boolean", field_path("Active")),
-            _col("balance", "numeric", field_path("Balance")),
-            _col("currency", "text", field_path("CurrencyRef", "value")),
+            _col("display_name", "text", ("DisplayName",)),
+            _col("company_name", "text", ("CompanyName",)),
+            _col("given_name", "text", ("GivenName",)),
+            _col("family_name", "text", ("FamilyName",)),
+            _col("email", "text", ("PrimaryEmailAddr", "Address")),
+            _col("phone", "text", ("PrimaryPhone", "FreeFormNumber")),
+            _col("active", "boolean", ("Active",)),
+            _col("balance", "numeric", ("Balance",)),
+            _col("currency", "text", ("CurrencyRef", "value")),
             *_VERSIONED,
         ),
     ),
     EntitySpec(
         name="Item", table="items", name_list=True, hard_deletable=False, mergeable=True,
         columns=(
-            _col("name", "text", field_path("Name")),
-            _col("sku", "text", field_path("Sku")),
-            _col("type", "text", field_path("Type")),
-            _col("active", "boolean", field_path("Active")),
-            _col("unit_price", "numeric", field_path("UnitPrice")),
-            _col("purchase_cost", "numeric", field_path("PurchaseCost")),
-            _col("qty_on_hand", "numeric", field_path("QtyOnHand")),
+            _col("name", "text", ("Name",)),
+            _col("sku", "text", ("Sku",)),
+            _col("type", "text", ("Type",)),
+            _col("active", "boolean", ("Active",)),
+            _col("unit_price", "numeric", ("UnitPrice",)),
+            _col("purchase_cost", "numeric", ("PurchaseCost",)),
+            _col("qty_on_hand", "numeric", ("QtyOnHand",)),
             *_VERSIONED,
         ),
     ),
@@ -263,15 +281,15 @@ ENTITIES: dict[str, EntitySpec] = {spec.name: spec for spec in (
         name="Estimate", table="estimates",
         line=LineSpec("estimate_line_items", "estimate_id"),
         columns=(
-            _col("doc_number", "text", field_path("DocNumber")),
-            _col("txn_date", "date", field_path("TxnDate")),
-            _col("expiration_date", "date", field_path("ExpirationDate")),
-            _col("txn_status", "text", field_path("TxnStatus")),
-            _col("customer_id", "text", field_path("CustomerRef", "value")),
-            _col("customer_name", "text", field_path("CustomerRef", "name")),
-            _col("total_amt", "numeric", field_path("TotalAmt")),
-            _col("currency", "text", field_path("CurrencyRef", "value")),
-            _col("email_status", "text", field_path("EmailStatus")),
+            _col("doc_number", "text", ("DocNumber",)),
+            _col("txn_date", "date", ("TxnDate",)),
+            _col("expiration_date", "date", ("ExpirationDate",)),
+            _col("txn_status", "text", ("TxnStatus",)),
+            _col("customer_id", "text", ("CustomerRef", "value")),
+            _col("customer_name", "text", ("CustomerRef", "name")),
+            _col("total_amt", "numeric", ("TotalAmt",)),
+            _col("currency", "text", ("CurrencyRef", "value")),
+            _col("email_status", "text", ("EmailStatus",)),
             *_VERSIONED,
         ),
     ),
@@ -279,15 +297,15 @@ ENTITIES: dict[str, EntitySpec] = {spec.name: spec for spec in (
         name="Invoice", table="invoices",
         line=LineSpec("invoice_line_items", "invoice_id"),
         columns=(
-            _col("doc_number", "text", field_path("DocNumber")),
-            _col("txn_date", "date", field_path("TxnDate")),
-            _col("due_date", "date", field_path("DueDate")),
-            _col("customer_id", "text", field_path("CustomerRef", "value")),
-            _col("customer_name", "text", field_path("CustomerRef", "name")),
-            _col("total_amt", "numeric", field_path("TotalAmt")),
-            _col("balance", "numeric", field_path("Balance")),
-            _col("currency", "text", field_path("CurrencyRef", "value")),
-            _col("email_status", "text", field_path("EmailStatus")),
+            _col("doc_number", "text", ("DocNumber",)),
+            _col("txn_date", "date", ("TxnDate",)),
+            _col("due_date", "date", ("DueDate",)),
+            _col("customer_id", "text", ("CustomerRef", "value")),
+            _col("customer_name", "text", ("CustomerRef", "name")),
+            _col("total_amt", "numeric", ("TotalAmt",)),
+            _col("balance", "numeric", ("Balance",)),
+            _col("currency", "text", ("CurrencyRef", "value")),
+            _col("email_status", "text", ("EmailStatus",)),
             *_VERSIONED,
         ),
     ),

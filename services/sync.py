@@ -42,7 +42,15 @@ from typing import Any
 import psycopg
 
 from db.errorlog import record_error
-from db.upserts import UpsertResult, apply_objects, reconcile_missing, upsert_company
+from db.upserts import (
+    PreparedBatch,
+    UpsertResult,
+    apply_objects,
+    prepare_batch,
+    reconcile_missing,
+    upsert_company,
+    upsert_objects,
+)
 from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec
 from services.errors import DatabaseUnavailable, NeedsReauth, QBOError, QBSyncError
 from services.logs import redact
@@ -60,6 +68,7 @@ CDC_WINDOW = timedelta(days=30)      # how far back CDC reaches
 CDC_MARGIN = timedelta(days=1)       # cursors older than WINDOW - MARGIN are not trusted to CDC
 COMPANY_REFRESH = timedelta(days=1)  # CompanyInfo is re-read this often
 PAGE_SIZE = 1000                     # MAXRESULTS (Intuit's maximum)
+WRITERS = 2                          # concurrent page transactions of one listing (PostgreSQL uses 2 cores)
 STRIDE = 990                         # concurrent pages start every STRIDE rows (10 rows overlap)
 _LOCK_NS = 0x5153_0003               # advisory lock namespace: "qbsync sync"
 
@@ -264,9 +273,12 @@ class RealmSync:
                  outcome.rows_fetched, outcome.rows_upserted, outcome.rows_deleted, outcome.api_calls,
                  outcome.ms, f" error={outcome.error}" if outcome.error else "")
 
-    def _lock(self, conn: psycopg.Connection, entity: str) -> None:
-        """Serialize writers of one (realm, entity) across processes, for this transaction."""
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_NS, f"{self.realm_id}/{entity}"))
+    def _lock(self, conn: psycopg.Connection, entity: str, *, shared: bool = False) -> None:
+        """Lock one (realm, entity) for this transaction: exclusive for cursor moves, CDC and
+        inbox-sized batches; shared for the concurrent page writes of one listing (pages hold
+        disjoint ids and are written in Id order)."""
+        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(f"SELECT {fn}(%s, hashtext(%s))", (_LOCK_NS, f"{self.realm_id}/{entity}"))
 
     def _advance(self, conn: psycopg.Connection, entity: str, cursor: datetime, *, full: bool) -> None:
         """Move the cursor forward (never back) in the caller's data transaction."""
@@ -335,17 +347,35 @@ class RealmSync:
         """List every row (optionally only `condition`), write per page, then move the cursor."""
         present: set[str] | None = set() if reconcile else None
         first_time: datetime | None = None
-        for page_time, objects in self.listing(spec, condition):
-            self._check_stop()
-            if first_time is None:
-                first_time = page_time
-            if present is not None:
-                present.update(str(o.get("Id")) for o in objects)
-            if not objects:
-                continue
+        counter = threading.Lock()
+
+        def write(batch: PreparedBatch) -> None:
             with self.db.transaction() as conn:
-                self._lock(conn, spec.name)
-                outcome.count(apply_objects(conn, spec, self.realm_id, objects))
+                self._lock(conn, spec.name, shared=True)
+                result = upsert_objects(conn, spec, self.realm_id, batch)
+            with counter:
+                outcome.count(result)
+
+        writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="pg-write")
+        in_flight: set[Future] = set()
+        try:
+            for page_time, batch in self.listing(spec, condition, transform=prepare_batch):
+                self._check_stop()
+                if first_time is None:
+                    first_time = page_time
+                if present is not None:
+                    present.update(batch.ids)
+                if not len(batch):
+                    continue
+                if len(in_flight) >= WRITERS:
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        future.result()
+                in_flight.add(writers.submit(write, batch))
+            for future in in_flight:
+                future.result()
+        finally:
+            writers.shutdown(wait=True, cancel_futures=True)
         assert first_time is not None
         with self.db.transaction() as conn:
             self._lock(conn, spec.name)
@@ -353,7 +383,8 @@ class RealmSync:
                 outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, present, first_time)
             self._advance(conn, spec.name, first_time, full=condition is None)
 
-    def listing(self, spec: EntitySpec, condition: str | None = None) -> Iterator[tuple[datetime, list[dict]]]:
+    def listing(self, spec: EntitySpec, condition: str | None = None,
+                transform: Callable[[list[dict]], Any] = lambda objects: objects) -> Iterator[tuple[datetime, Any]]:
         """Every page of `SELECT * FROM entity [WHERE ...] ORDERBY Id` as (server time, objects).
 
         The first page comes first (its time is the listing's cursor). When it is full, the
@@ -361,33 +392,45 @@ class RealmSync:
         bounded number of pages in memory): a COUNT sizes the listing and pages start every
         STRIDE rows, overlapping by PAGE_SIZE - STRIDE rows so a row deleted meanwhile cannot
         shift another past a page boundary unseen; paging goes on past the count until a page
-        is short. Ids already yielded are not yielded again.
+        is short. Ids already yielded are not yielded again. `transform` turns each page's
+        objects into what is yielded, in the fetching thread (so parsed pages die early).
         """
         clients = self._clients
         where = spec.query_where(condition)
         paged = hasattr(clients.get(), "query_page") and self.concurrency > 1
+        seen: set[str] = set()
+        seen_lock = threading.Lock()
+
+        def fresh(objects: list[dict]) -> Any:
+            with seen_lock:
+                new = [o for o in objects if str(o.get("Id")) not in seen]
+                seen.update(str(o.get("Id")) for o in new)
+            return transform(new)
+
         if not paged:
             for page in clients.get().query_pages(spec.name, where=where):
-                yield page.time, page.objects
+                yield page.time, fresh(page.objects)
             return
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="qbo-fetch")
         try:
             f_count = pool.submit(lambda: clients.get().count(spec.name, where))
             first = clients.get().query_page(spec.name, 1, where=where)
-            yield first.time, first.objects
-            if len(first.objects) < PAGE_SIZE:
+            full_page = len(first.objects) == PAGE_SIZE
+            yield first.time, fresh(first.objects)
+            del first
+            if not full_page:
                 f_count.cancel()
                 return
-            seen = {str(o.get("Id")) for o in first.objects}
             total = f_count.result()
 
-            def fetch(start: int) -> tuple[int, Any]:
-                return start, clients.get().query_page(spec.name, start, where=where)
+            def fetch(start: int) -> tuple[int, datetime, bool, Any]:
+                page = clients.get().query_page(spec.name, start, where=where)
+                return start, page.time, len(page.objects) == PAGE_SIZE, fresh(page.objects)
 
             next_start = 1 + STRIDE
             planned_end = max(total, PAGE_SIZE)
             pending: set[Future] = set()
-            limit = self.concurrency + 1
+            limit = self.concurrency
             while True:
                 while len(pending) < limit and next_start <= planned_end:
                     pending.add(pool.submit(fetch, next_start))
@@ -396,12 +439,10 @@ class RealmSync:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: f.result()[0]):
-                    start, page = future.result()
-                    fresh = [o for o in page.objects if str(o.get("Id")) not in seen]
-                    seen.update(str(o.get("Id")) for o in fresh)
-                    if len(page.objects) == PAGE_SIZE and start + STRIDE > planned_end:
+                    start, page_time, full, item = future.result()
+                    if full and start + STRIDE > planned_end:
                         planned_end = start + STRIDE  # more rows than counted: keep paging
-                    yield page.time, fresh
+                    yield page_time, item
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

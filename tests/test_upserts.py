@@ -196,3 +196,12 @@ def test_dump_raw_writes_decimals_with_their_digits() -> None:
     text = dump_raw(obj)
     assert '"a":100.00' in text and "-0.10" in text
     assert json.loads(text, parse_float=Decimal) == obj
+
+
+def test_text_with_backslashes_tabs_quotes_and_newlines_round_trips(db) -> None:  # noqa: ANN001
+    base = sample("customer.json")["Customer"]
+    odd = newer(base, "2017-01-01T00:00:00Z", "2", DisplayName='C:\\dir\t"q"\nline2 \u00e9\u4e2d\\n')
+    with db.transaction() as conn:
+        assert upsert_objects(conn, CUSTOMER, REALM, [odd]).written == 1
+    assert fetch(db, "SELECT display_name FROM quickbooks.customers") == [(odd["DisplayName"],)]
+    assert raw_of(db, "customers", odd["Id"]) == odd

@@ -1,0 +1,274 @@
+"""Sync benchmark: full sync of a large emulator company into PostgreSQL, three ways.
+
+    .venv/bin/python bench/sync_bench.py [--invoices 100000] [--estimates 20000]
+        [--customers 10000] [--items 1000] [--naive-invoices 10000] [--latency-ms 300]
+        [--skip-naive] [--skip-latency] [--profile]
+
+1. fast: `qbsync sync --once` in a subprocess (emulator at zero latency, in this process):
+   wall time, invoices/s (the Invoice run's own duration from sync_runs, and the whole sync
+   end to end), peak RSS of the sync process (os.wait4 rusage), API calls.
+2. naive: the same data through a naive loader (pages fetched one after another, one
+   upsert + one commit per invoice, lines in the same per-row transaction) on the first
+   --naive-invoices invoices, extrapolated per row to the full count (said in the output).
+3. latency: the emulator answers every request after --latency-ms, QBO_MAX_REQUESTS_PER_MINUTE=450:
+   total time against the floor the rate limit and concurrency impose:
+   R = minimal requests (one per 1,000 rows per entity + CompanyInfo), C = QBO_MAX_CONCURRENCY,
+   floor = max(ceil(R / C) * latency, floor((R - 1) / limit) * 60 s).
+PostgreSQL is an embedded server (pgserver) in a temporary directory unless BENCH_DATABASE_URL
+is set. Every database is checked for exact row counts after each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+
+from db.connection import Database  # noqa: E402
+from db.migrate import upgrade  # noqa: E402
+from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET  # noqa: E402
+from services.emulator.server import EmulatorServer  # noqa: E402
+
+
+class Postgres:
+    def __init__(self) -> None:
+        self.external = os.environ.get("BENCH_DATABASE_URL")
+        self.dir = None
+        if self.external:
+            self.admin_url = self.external
+            return
+        import pgserver
+
+        self.dir = Path(tempfile.mkdtemp(prefix="qbsbench"))
+        self._server = pgserver.get_server(self.dir / "pg", cleanup_mode=None)
+        self.admin_url = self._server.get_uri()
+
+    def fresh(self, name: str) -> str:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = self.url(name)
+        with psycopg.connect(url) as conn:
+            upgrade(conn)
+        return url
+
+    def url(self, name: str) -> str:
+        if self.external:
+            from urllib.parse import urlsplit, urlunsplit
+
+            parts = urlsplit(self.external)
+            return urlunsplit(parts._replace(path="/" + name))
+        return self._server.get_uri(name)
+
+    def stop(self) -> None:
+        if self.dir is not None:
+            from db.embedded import stop_embedded
+
+            stop_embedded(self.dir / "pg")
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def env_for(database_url: str, emulator: EmulatorServer, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "DATABASE_URL"))}
+    env.update({
+        "DATABASE_URL": database_url, "QBO_CLIENT_ID": EMULATOR_CLIENT_ID,
+        "QBO_CLIENT_SECRET": EMULATOR_CLIENT_SECRET, "QBO_API_BASE_URL": emulator.url,
+        "QBO_TOKEN_URL": f"{emulator.url}/oauth2/v1/tokens/bearer", "QBO_RETRY_BASE_SECONDS": "0.5",
+        "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO",
+    })
+    env.update(extra)
+    return env
+
+
+def store_tokens(database_url: str, env: dict[str, str], emulator: EmulatorServer, realm: str) -> None:
+    from services.config import load_settings
+    from services.tokens import add_tokens
+
+    settings = load_settings(env, dotenv=False)
+    issued = emulator.state.issue_tokens(realm)
+    db = Database(database_url, max_size=2)
+    try:
+        add_tokens(db, settings, realm, issued["refresh_token"], access_token=issued["access_token"],
+                   expires_in=3600)
+    finally:
+        db.close()
+
+
+def run_sync(env: dict[str, str], realm: str, profile: Path | None = None) -> tuple[float, int, str]:
+    """(wall seconds, peak RSS in MB, output) of `qbsync sync --once` in a subprocess."""
+    cmd = [sys.executable]
+    if profile is not None:
+        cmd += ["-m", "cProfile", "-o", str(profile)]
+    cmd += ["-m", "services.cli"]
+    cmd += ["sync", "--once", "--realm-id", realm]
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = proc.stdout.read() if proc.stdout else ""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        print(out)
+        raise SystemExit(f"sync exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss // 1024, out
+
+
+def runs(database_url: str, realm: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT entity, rows_fetched, rows_upserted, api_calls,"
+            " extract(epoch FROM finished_at - started_at) FROM quickbooks.sync_runs"
+            " WHERE realm_id = %s ORDER BY id", (realm,)).fetchall()
+
+
+def check_counts(database_url: str, realm: str, expected: dict[str, int]) -> None:
+    with psycopg.connect(database_url) as conn:
+        for table, n in expected.items():
+            got = conn.execute(f"SELECT count(*) FROM quickbooks.{table} WHERE realm_id = %s AND deleted_at IS NULL",
+                               (realm,)).fetchone()[0]
+            if got != n:
+                raise SystemExit(f"{table}: {got} rows, expected {n}")
+
+
+def naive_load(database_url: str, env: dict[str, str], realm: str, limit: int) -> tuple[float, int]:
+    """Pages one after another; per invoice: upsert the row, replace its lines, commit."""
+    from db.upserts import dump_raw
+    from services.config import load_settings
+    from services.entities import ENTITIES
+    from services.qbo import QBOClient
+
+    spec = ENTITIES["Invoice"]
+    settings = load_settings(env, dotenv=False)
+    cols = [c.name for c in spec.columns]
+    upsert = (f"INSERT INTO quickbooks.invoices (realm_id, id, {', '.join(cols)}, raw) VALUES"
+              f" (%s, %s, {', '.join(['%s'] * len(cols))}, %s::jsonb) ON CONFLICT (realm_id, id) DO UPDATE SET "
+              + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols) + ", raw = EXCLUDED.raw, synced_at = now()")
+    lcols = [c.name for c in spec.line.columns]
+    line_sql = (f"INSERT INTO quickbooks.invoice_line_items (realm_id, invoice_id, position, {', '.join(lcols)})"
+                f" VALUES (%s, %s, %s, {', '.join(['%s'] * len(lcols))})")
+    db = Database(database_url, max_size=2)
+    client = QBOClient(db, settings, realm)
+    done = 0
+    started = time.perf_counter()
+    with psycopg.connect(database_url) as conn:
+        for page in client.query_pages("Invoice"):
+            for obj in page.objects:
+                conn.execute(upsert, (realm, obj["Id"], *spec.row(obj), dump_raw(obj)))
+                conn.execute("DELETE FROM quickbooks.invoice_line_items WHERE realm_id = %s AND invoice_id = %s",
+                             (realm, obj["Id"]))
+                for position, line in enumerate(obj.get("Line", [])):
+                    conn.execute(line_sql, (realm, obj["Id"], position, *[c.extract(line) for c in spec.line.columns]))
+                conn.commit()
+                done += 1
+                if done >= limit:
+                    break
+            if done >= limit:
+                break
+    elapsed = time.perf_counter() - started
+    client.close()
+    db.close()
+    return elapsed, done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--invoices", type=int, default=100_000)
+    parser.add_argument("--estimates", type=int, default=20_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=1_000)
+    parser.add_argument("--naive-invoices", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="cProfile the fast sync into bench/sync.prof")
+    args = parser.parse_args()
+
+    pg = Postgres()
+    emulator = EmulatorServer(rate_limit_per_minute=500)
+    emulator.start()
+    try:
+        started = time.perf_counter()
+        realm = emulator.state.create_realm(customers=args.customers, items=args.items, invoices=args.invoices,
+                                            estimates=args.estimates, seed=1)
+        print(f"emulator company: {args.invoices} invoices, {args.estimates} estimates, {args.customers} customers,"
+              f" {args.items} items generated in {time.perf_counter() - started:.1f} s")
+        expected = {"invoices": args.invoices, "estimates": args.estimates, "customers": args.customers,
+                    "items": args.items}
+        total_objects = sum(expected.values())
+
+        # 1. fast
+        url = pg.fresh("bench_fast")
+        env = env_for(url, emulator, QBO_MAX_CONCURRENCY=str(args.concurrency))
+        store_tokens(url, env, emulator, realm)
+        emulator.state.reset_counts()
+        profile = ROOT / "bench" / "sync.prof" if args.profile else None
+        elapsed, rss, _out = run_sync(env, realm, profile)
+        check_counts(url, realm, expected)
+        per = runs(url, realm)
+        calls = sum(r[3] for r in per)
+        inv = next(r for r in per if r[0] == "Invoice")
+        print(f"\nfast sync (zero latency, QBO_MAX_CONCURRENCY={args.concurrency}):")
+        for entity, fetched, upserted, api, secs in per:
+            print(f"  {entity:<12} {fetched:>7} fetched {upserted:>7} upserted {api:>4} calls {float(secs):7.2f} s")
+        print(f"  total {elapsed:.2f} s wall for {total_objects} objects ({total_objects / elapsed:,.0f} objects/s),"
+              f" {calls} API calls, peak RSS {rss} MB")
+        fast_inv_rate = args.invoices / float(inv[4])
+        print(f"  invoices: {fast_inv_rate:,.0f}/s (Invoice run), {args.invoices / elapsed:,.0f}/s"
+              f" (100k invoices / whole sync incl. process start and the other entities)")
+
+        # 2. naive
+        if not args.skip_naive:
+            nurl = pg.fresh("bench_naive")
+            nenv = env_for(nurl, emulator)
+            store_tokens(nurl, nenv, emulator, realm)
+            n_elapsed, n_done = naive_load(nurl, nenv, realm, args.naive_invoices)
+            naive_rate = n_done / n_elapsed
+            print(f"\nnaive loader: {n_done} invoices in {n_elapsed:.2f} s = {naive_rate:,.0f} invoices/s"
+                  f" (a {n_done}-invoice subset; extrapolated per row to {args.invoices}:"
+                  f" {args.invoices / naive_rate:.0f} s)")
+            print(f"  speed-up: {fast_inv_rate / naive_rate:.1f}x (Invoice run), "
+                  f"{(args.invoices / elapsed) / naive_rate:.1f}x (whole sync end to end vs naive invoices only)")
+
+        # 3. latency
+        if not args.skip_latency:
+            lurl = pg.fresh("bench_latency")
+            lenv = env_for(lurl, emulator, QBO_MAX_REQUESTS_PER_MINUTE="450",
+                           QBO_MAX_CONCURRENCY=str(args.concurrency))
+            store_tokens(lurl, lenv, emulator, realm)
+            emulator.state.configure(latency_ms=args.latency_ms)
+            emulator.state.reset_counts()
+            l_elapsed, l_rss, _ = run_sync(lenv, realm)
+            emulator.state.configure(latency_ms=0)
+            check_counts(lurl, realm, expected)
+            l_calls = sum(r[3] for r in runs(lurl, realm))
+            minimal = 1 + sum(max(1, math.ceil(n / 1000)) for n in expected.values())
+            lat = args.latency_ms / 1000
+            conc_floor = math.ceil(minimal / args.concurrency) * lat
+            rate_floor = ((minimal - 1) // 450) * 60.0
+            floor = max(conc_floor, rate_floor)
+            print(f"\nlatency {args.latency_ms} ms, QBO_MAX_REQUESTS_PER_MINUTE=450, QBO_MAX_CONCURRENCY={args.concurrency}:")
+            print(f"  minimal requests R = {minimal}; floor = max(ceil(R/C)*latency = {conc_floor:.2f} s,"
+                  f" rate {rate_floor:.0f} s) = {floor:.2f} s")
+            print(f"  measured {l_elapsed:.2f} s ({l_calls} API calls, peak RSS {l_rss} MB):"
+                  f" {l_elapsed / floor:.2f}x the floor")
+    finally:
+        emulator.stop()
+        pg.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
