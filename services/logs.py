@@ -91,6 +91,6 @@ def setup_logging(service: str, level: str = "INFO") -> logging.Logger:
         handler.addFilter(_RedactFilter())
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("urllib3", "waitress.queue", "psycopg.pool"):
+    for noisy in ("urllib3", "waitress.queue", "psycopg.pool", "pgserver"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return logging.getLogger(service)
