@@ -88,6 +88,9 @@ def env_for(database_url: str, emulator: EmulatorServer, **extra: str) -> dict[s
         "QBO_TOKEN_URL": f"{emulator.url}/oauth2/v1/tokens/bearer", "QBO_RETRY_BASE_SECONDS": "0.5",
         "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO",
     })
+    for key in ("MALLOC_ARENA_MAX", "PYTHONMALLOC", "MALLOC_MMAP_THRESHOLD_"):
+        if os.environ.get("BENCH_" + key):
+            env[key] = os.environ["BENCH_" + key]
     env.update(extra)
     return env
 
@@ -107,22 +110,46 @@ def store_tokens(database_url: str, env: dict[str, str], emulator: EmulatorServe
 
 
 def run_sync(env: dict[str, str], realm: str, profile: Path | None = None) -> tuple[float, int, str]:
-    """(wall seconds, peak RSS in MB, output) of `qbsync sync --once` in a subprocess."""
+    """(wall seconds, peak RSS in MB, output) of `qbsync sync --once` in a subprocess.
+
+    Peak RSS is the sync process's own VmHWM read at its exit (os.wait4's ru_maxrss keeps
+    the high-water mark from before exec, when the forked child still shared this
+    process's ~350 MB emulator pages)."""
     cmd = [sys.executable]
     if profile is not None:
         cmd += ["-m", "cProfile", "-o", str(profile)]
-    cmd += ["-m", "services.cli"]
+        cmd += ["-m", "services.cli"]
+    else:
+        # VmHWM of the process itself: ru_maxrss from wait4 would also count the pages the
+        # child shared with this (emulator-holding) process between fork and exec.
+        cmd += ["-c", "import sys; from services.cli import main; code = main(sys.argv[1:]); "
+                "hwm = open('/proc/self/status').read().split('VmHWM:')[1].split()[0]; "
+                "print('peak-rss-kb', hwm); sys.exit(code)"]
     cmd += ["sync", "--once", "--realm-id", realm]
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if os.environ.get("BENCH_RSS_TRACE"):
+        import threading
+
+        def trace() -> None:
+            while proc.poll() is None:
+                try:
+                    status = Path(f"/proc/{proc.pid}/status").read_text()
+                    print("rss", status.split("VmRSS:")[1].split()[0], status.split("VmHWM:")[1].split()[0], flush=True)
+                except (OSError, IndexError):
+                    return
+                time.sleep(float(os.environ["BENCH_RSS_TRACE"]))
+        threading.Thread(target=trace, daemon=True).start()
     out = proc.stdout.read() if proc.stdout else ""
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
+    peak_kb = next((int(line.split()[1]) for line in out.splitlines() if line.startswith("peak-rss-kb")),
+                   usage.ru_maxrss)
     if proc.returncode != 0:
         print(out)
         raise SystemExit(f"sync exited {proc.returncode}")
-    return elapsed, usage.ru_maxrss // 1024, out
+    return elapsed, peak_kb // 1024, out
 
 
 def runs(database_url: str, realm: str) -> list[tuple]:

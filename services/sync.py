@@ -345,7 +345,7 @@ class RealmSync:
     def _full(self, spec: EntitySpec, outcome: EntityOutcome, *, reconcile: bool,
               condition: str | None = None) -> None:
         """List every row (optionally only `condition`), write per page, then move the cursor."""
-        present: set[str] | None = set() if reconcile else None
+        present: list[str] | None = [] if reconcile else None  # one "\n"-joined string per page
         first_time: datetime | None = None
         counter = threading.Lock()
 
@@ -364,7 +364,7 @@ class RealmSync:
                 if first_time is None:
                     first_time = page_time
                 if present is not None:
-                    present.update(batch.ids)
+                    present.append("\n".join(batch.ids))
                 if not len(batch):
                     continue
                 if len(in_flight) >= WRITERS:
@@ -380,7 +380,8 @@ class RealmSync:
         with self.db.transaction() as conn:
             self._lock(conn, spec.name)
             if present is not None:
-                outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, present, first_time)
+                ids = (i for chunk in present for i in chunk.split("\n") if i)
+                outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, ids, first_time)
             self._advance(conn, spec.name, first_time, full=condition is None)
 
     def listing(self, spec: EntitySpec, condition: str | None = None,
@@ -398,13 +399,12 @@ class RealmSync:
         clients = self._clients
         where = spec.query_where(condition)
         paged = hasattr(clients.get(), "query_page") and self.concurrency > 1
-        seen: set[str] = set()
+        seen = _IdSet()
         seen_lock = threading.Lock()
 
         def fresh(objects: list[dict]) -> Any:
             with seen_lock:
-                new = [o for o in objects if str(o.get("Id")) not in seen]
-                seen.update(str(o.get("Id")) for o in new)
+                new = [o for o in objects if seen.add(str(o.get("Id")))]
             return transform(new)
 
         if not paged:
@@ -507,6 +507,32 @@ class RealmSync:
         else:
             self._full(spec, outcome, reconcile=False,
                        condition=f"MetaData.LastUpdatedTime >= {_qbo_literal(cursor - timedelta(seconds=1))}")
+
+
+class _IdSet:
+    """Ids seen during one listing. Numeric ids live in a bitmap, so no per-id Python object
+    outlives its page: keeping the parsed pages' own strings (or fresh ints allocated among
+    them) would pin their memory pools and grow the process by ~1 KB per row."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._other: set[str] = set()
+
+    def add(self, ident: str) -> bool:
+        """Add `ident`; True if it was not there yet."""
+        if ident.isdigit() and len(ident) < 12:
+            n = int(ident)
+            byte, bit = n >> 3, 1 << (n & 7)
+            if byte >= len(self._bits):
+                self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+            if self._bits[byte] & bit:
+                return False
+            self._bits[byte] |= bit
+            return True
+        if ident in self._other:
+            return False
+        self._other.add(ident.encode().decode())
+        return True
 
 
 class _Interrupted(Exception):
