@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sync_bench.py [--invoices 100000] [--estimates 20000]
         [--customers 10000] [--items 1000] [--naive-invoices 10000] [--latency-ms 300]
-        [--skip-naive] [--skip-latency] [--profile]
+        [--skip-fast] [--skip-naive] [--skip-latency] [--profile]
 
 1. fast: `qbsync sync --once` in a subprocess (emulator at zero latency, in this process):
    wall time, invoices/s (the Invoice run's own duration from sync_runs, and the whole sync
@@ -209,6 +209,31 @@ def naive_load(database_url: str, env: dict[str, str], realm: str, limit: int) -
     return elapsed, done
 
 
+def fast(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm: str,
+         expected: dict[str, int], total_objects: int) -> tuple[float, float]:
+    """Scenario 1; returns (invoices/s of the Invoice run, wall seconds of the whole sync)."""
+    url = pg.fresh("bench_fast")
+    env = env_for(url, emulator, QBO_MAX_CONCURRENCY=str(args.concurrency))
+    store_tokens(url, env, emulator, realm)
+    emulator.state.reset_counts()
+    profile = ROOT / "bench" / "sync.prof" if args.profile else None
+    elapsed, rss, _out = run_sync(env, realm, profile)
+    check_counts(url, realm, expected)
+    per = runs(url, realm)
+    calls = sum(r[3] for r in per)
+    inv = next(r for r in per if r[0] == "Invoice")
+    print(f"\nfast sync (zero latency, QBO_MAX_CONCURRENCY={args.concurrency}):")
+    for entity, fetched, upserted, api, secs in per:
+        print(f"  {entity:<12} {fetched:>7} fetched {upserted:>7} upserted {api:>4} calls {float(secs):7.2f} s")
+    print(f"  total {elapsed:.2f} s wall for {total_objects} objects ({total_objects / elapsed:,.0f} objects/s),"
+          f" {calls} API calls, peak RSS {rss} MB")
+    fast_inv_rate = args.invoices / float(inv[4])
+    print(f"  invoices: {fast_inv_rate:,.0f}/s (Invoice run), {args.invoices / elapsed:,.0f}/s"
+          f" (100k invoices / whole sync incl. process start and the other entities)")
+
+    return fast_inv_rate, elapsed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=100_000)
@@ -218,6 +243,7 @@ def main() -> int:
     parser.add_argument("--naive-invoices", type=int, default=10_000)
     parser.add_argument("--latency-ms", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--skip-fast", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the fast sync into bench/sync.prof")
@@ -236,25 +262,10 @@ def main() -> int:
                     "items": args.items}
         total_objects = sum(expected.values())
 
+        fast_inv_rate = elapsed = 0.0
         # 1. fast
-        url = pg.fresh("bench_fast")
-        env = env_for(url, emulator, QBO_MAX_CONCURRENCY=str(args.concurrency))
-        store_tokens(url, env, emulator, realm)
-        emulator.state.reset_counts()
-        profile = ROOT / "bench" / "sync.prof" if args.profile else None
-        elapsed, rss, _out = run_sync(env, realm, profile)
-        check_counts(url, realm, expected)
-        per = runs(url, realm)
-        calls = sum(r[3] for r in per)
-        inv = next(r for r in per if r[0] == "Invoice")
-        print(f"\nfast sync (zero latency, QBO_MAX_CONCURRENCY={args.concurrency}):")
-        for entity, fetched, upserted, api, secs in per:
-            print(f"  {entity:<12} {fetched:>7} fetched {upserted:>7} upserted {api:>4} calls {float(secs):7.2f} s")
-        print(f"  total {elapsed:.2f} s wall for {total_objects} objects ({total_objects / elapsed:,.0f} objects/s),"
-              f" {calls} API calls, peak RSS {rss} MB")
-        fast_inv_rate = args.invoices / float(inv[4])
-        print(f"  invoices: {fast_inv_rate:,.0f}/s (Invoice run), {args.invoices / elapsed:,.0f}/s"
-              f" (100k invoices / whole sync incl. process start and the other entities)")
+        if not args.skip_fast:
+            fast_inv_rate, elapsed = fast(args, pg, emulator, realm, expected, total_objects)
 
         # 2. naive
         if not args.skip_naive:
@@ -266,8 +277,9 @@ def main() -> int:
             print(f"\nnaive loader: {n_done} invoices in {n_elapsed:.2f} s = {naive_rate:,.0f} invoices/s"
                   f" (a {n_done}-invoice subset; extrapolated per row to {args.invoices}:"
                   f" {args.invoices / naive_rate:.0f} s)")
-            print(f"  speed-up: {fast_inv_rate / naive_rate:.1f}x (Invoice run), "
-                  f"{(args.invoices / elapsed) / naive_rate:.1f}x (whole sync end to end vs naive invoices only)")
+            if elapsed:
+                print(f"  speed-up: {fast_inv_rate / naive_rate:.1f}x (Invoice run), "
+                      f"{(args.invoices / elapsed) / naive_rate:.1f}x (whole sync end to end vs naive invoices only)")
 
         # 3. latency
         if not args.skip_latency:
@@ -280,7 +292,8 @@ def main() -> int:
             l_elapsed, l_rss, _ = run_sync(lenv, realm)
             emulator.state.configure(latency_ms=0)
             check_counts(lurl, realm, expected)
-            l_calls = sum(r[3] for r in runs(lurl, realm))
+            l_runs = runs(lurl, realm)
+            l_calls = sum(r[3] for r in l_runs)
             minimal = 1 + sum(max(1, math.ceil(n / 1000)) for n in expected.values())
             lat = args.latency_ms / 1000
             conc_floor = math.ceil(minimal / args.concurrency) * lat
@@ -289,6 +302,8 @@ def main() -> int:
             print(f"\nlatency {args.latency_ms} ms, QBO_MAX_REQUESTS_PER_MINUTE=450, QBO_MAX_CONCURRENCY={args.concurrency}:")
             print(f"  minimal requests R = {minimal}; floor = max(ceil(R/C)*latency = {conc_floor:.2f} s,"
                   f" rate {rate_floor:.0f} s) = {floor:.2f} s")
+            for entity, _f, _u, api, secs in l_runs:
+                print(f"  {entity:<12} {api:>4} calls {float(secs):7.2f} s")
             print(f"  measured {l_elapsed:.2f} s ({l_calls} API calls, peak RSS {l_rss} MB):"
                   f" {l_elapsed / floor:.2f}x the floor")
     finally:
