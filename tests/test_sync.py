@@ -13,10 +13,14 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import psycopg
+import pytest
 import requests
 
+from db.connection import Database
 from services.entities import ENTITIES, parse_time
-from services.sync import sync_realm
+from services.errors import DatabaseUnavailable
+from services.sync import SyncClient, sync_realm
 
 DATA_KEYS = ("query", "cdc", "read", "companyinfo")
 
@@ -247,8 +251,6 @@ def test_random_429_and_503_give_the_same_exact_end_state(db, settings, emulator
 
 
 def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, settings, emulator) -> None:  # noqa: ANN001
-    from services.sync import SyncClient
-
     realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=3500, estimates=5)
     pages = {"n": 0}
     lock = threading.Lock()
@@ -322,4 +324,45 @@ def test_full_resync_reconciles_rows_missing_from_the_listing(db, settings, emul
         assert conn.execute("SELECT deleted_at IS NOT NULL FROM quickbooks.invoices WHERE id = '99999'"
                             ).fetchone() == (True,)
         conn.execute("DELETE FROM quickbooks.invoices WHERE id = '99999'")
+    assert_exact(db, emulator, realm)
+
+
+def test_a_database_outage_mid_run_raises_and_never_moves_the_cursor(settings, emulator, pg_server,  # noqa: ANN001
+                                                                    database_url) -> None:
+    db = Database(database_url, max_size=8, timeout=2)  # fail fast while PostgreSQL is away
+    try:
+        _outage_scenario(db, settings, emulator, pg_server)
+    finally:
+        db.close()
+
+
+def _outage_scenario(db, settings, emulator, pg_server) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=3200, estimates=3)
+    with db.transaction() as conn:
+        name = conn.execute("SELECT current_database()").fetchone()[0]
+    pages = {"n": 0}
+
+    def outage(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/query" in response.url and "Invoice" in response.url:
+            pages["n"] += 1
+            if pages["n"] == 2:  # PostgreSQL goes away while the Invoice listing is running
+                with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+                    admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+                    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                  " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+    def factory() -> SyncClient:
+        session = requests.Session()
+        session.hooks["response"].append(outage)
+        return SyncClient(db, settings, realm, session=session)
+
+    with pytest.raises(DatabaseUnavailable):
+        sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert db.wait_until_available(10)
+    with db.transaction() as conn:
+        assert conn.execute("SELECT cursor FROM quickbooks.sync_state WHERE realm_id = %s AND entity = 'Invoice'",
+                            (realm,)).fetchone() in (None, (None,))
+    assert ok(sync_realm(db, settings, realm))  # retried later: completes, exact
     assert_exact(db, emulator, realm)
