@@ -124,7 +124,8 @@ def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: Inb
         client = _client(db, settings, realm_id, factory)
         fetched, gone = _fetch(client, known)
         with db.transaction() as conn:
-            _apply(conn, settings, realm_id, known, fetched, gone)
+            stats_by_entity = _apply(conn, settings, realm_id, known, fetched, gone)
+            _record_runs(conn, realm_id, stats_by_entity, getattr(client, "api_calls", 0))
             _mark(conn, known, "processed", None)
         stats.processed += len(known)
     except DatabaseUnavailable:
@@ -149,6 +150,9 @@ def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: Inb
                                  (retry_delay(event.attempts), message[:2000], event.id))
             stats.retried += len(retry)
         _error(db, realm_id, f"webhook events ({len(known)}) not applied, will retry: {message}", exc)
+        with db.transaction() as conn:
+            _record_runs(conn, realm_id, {e.entity: [0, 0, 0] for e in known},
+                         getattr(client, "api_calls", 0) if client is not None else 0, "failed", message[:2000])
     finally:
         if client is not None:
             stats.api_calls += getattr(client, "api_calls", 0)
@@ -203,21 +207,29 @@ def _fetch(client: Any, events: list[_Event]) -> tuple[dict[tuple[str, str], dic
     return fetched, gone
 
 
-def _apply(conn, settings, realm_id: str, events: list[_Event], fetched: dict, gone: set) -> None:  # noqa: ANN001
+def _apply(conn, settings, realm_id: str, events: list[_Event], fetched: dict,  # noqa: ANN001
+           gone: set) -> dict[str, list[int]]:
+    """Write what was fetched; per entity [rows fetched, upserted, deleted]."""
+    stats: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for e in events:
+        stats[e.entity]
     # merges first: the merged-away row is retired, then the survivor is written below
     for e in events:
         if e.operation.lower() == "merge" and e.deleted_id:
             spec = ENTITIES[e.entity]
             at = e.occurred_at or datetime.now(timezone.utc)
-            mark_merged(conn, spec, realm_id, e.deleted_id, e.entity_id, at)
+            stats[e.entity][2] += mark_merged(conn, spec, realm_id, e.deleted_id, e.entity_id, at)
     by_entity: dict[str, list[dict]] = defaultdict(list)
     for (entity, ident), obj in fetched.items():
         if entity == "CompanyInfo":
-            upsert_company(conn, realm_id, obj, environment=settings.environment)
+            stats[entity][0] += 1
+            stats[entity][1] += upsert_company(conn, realm_id, obj, environment=settings.environment).written
         elif not is_delete_marker(obj):
             by_entity[entity].append(obj)
     for entity, objects in by_entity.items():
-        apply_objects(conn, ENTITIES[entity], realm_id, objects)
+        result = apply_objects(conn, ENTITIES[entity], realm_id, objects)
+        stats[entity][0] += result.received
+        stats[entity][1] += result.written
     deletions: dict[str, list[tuple[str, Any]]] = defaultdict(list)
     for entity, ident in gone:
         if entity == "CompanyInfo":
@@ -230,7 +242,28 @@ def _apply(conn, settings, realm_id: str, events: list[_Event], fetched: dict, g
             at = max(times) if times else datetime.now(timezone.utc)
         deletions[entity].append((ident, at))
     for entity, pairs in deletions.items():
-        mark_deleted(conn, ENTITIES[entity], realm_id, pairs)
+        stats[entity][0] += len(pairs)
+        stats[entity][2] += mark_deleted(conn, ENTITIES[entity], realm_id, pairs)
+    return dict(stats)
+
+
+def _record_runs(conn, realm_id: str, stats: dict[str, list[int]], api_calls: int,  # noqa: ANN001
+                 status: str = "success", error: str | None = None) -> None:
+    """One sync_runs row (kind and trigger 'webhook') per entity touched, and the entity's
+    sync_state.row_count recounted when rows changed."""
+    for i, (entity, (fetched, upserted, deleted)) in enumerate(sorted(stats.items())):
+        conn.execute(
+            "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, trigger, started_at, finished_at, status,"
+            " rows_fetched, rows_upserted, rows_deleted, api_calls, error)"
+            " VALUES (%s, %s, 'webhook', 'webhook', now(), clock_timestamp(), %s, %s, %s, %s, %s, %s)",
+            (realm_id, entity, status, fetched, upserted, deleted, api_calls if i == 0 else 0, error))
+        spec = ENTITIES.get(entity)
+        if spec is None or not (upserted or deleted):
+            continue
+        count_sql = ("SELECT count(*) FROM quickbooks.companies WHERE id = %(realm)s" if spec.company else
+                     f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %(realm)s AND deleted_at IS NULL")
+        conn.execute(f"UPDATE quickbooks.sync_state SET row_count = ({count_sql}), updated_at = now()"
+                     " WHERE realm_id = %(realm)s AND entity = %(entity)s", {"realm": realm_id, "entity": entity})
 
 
 def _mark(conn, events: list[_Event], status: str, error: str | None) -> None:  # noqa: ANN001

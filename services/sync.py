@@ -52,12 +52,14 @@ from db.upserts import (
     upsert_objects,
 )
 from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec
-from services.errors import DatabaseUnavailable, NeedsReauth, QBOError, QBSyncError
+from services.errors import DatabaseUnavailable, NeedsReauth, QBSyncError
+from services.inbox_apply import process_inbox
 from services.logs import redact
 from services.qbo import QBOClient, QueryPage
 
 __all__ = [
     "EntityOutcome", "RealmSync", "SyncClient", "sync_realm", "enqueue_sync_request", "cmd_sync",
+    "process_inbox",
     "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN", "COMPANY_REFRESH",
 ]
 
@@ -257,17 +259,25 @@ class RealmSync:
             else:
                 count_sql = (f"SELECT count(*) FROM {spec.qualified_table}"
                              " WHERE realm_id = %(realm)s AND deleted_at IS NULL")
+            # row_count is recounted only when this run changed rows (or the state is new): an
+            # hourly run with nothing to do costs no scan of the entity table.
+            recount = bool(outcome.rows_upserted or outcome.rows_deleted or outcome.kind == "full")
             conn.execute(
                 "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, last_run_id, last_run_status,"
                 " last_error, last_success_at, row_count, next_run_at, updated_at)"
                 f" VALUES (%(realm)s, %(entity)s, %(run)s, %(status)s, %(error)s,"
-                f" CASE WHEN %(status)s = 'success' THEN now() END, ({count_sql}), now() + %(interval)s, now())"
+                f" CASE WHEN %(status)s = 'success' THEN now() END,"
+                f" CASE WHEN %(recount)s OR NOT EXISTS (SELECT 1 FROM quickbooks.sync_state"
+                f" WHERE realm_id = %(realm)s AND entity = %(entity)s) THEN ({count_sql}) ELSE 0 END,"
+                f" now() + %(interval)s, now())"
                 " ON CONFLICT (realm_id, entity) DO UPDATE SET last_run_id = EXCLUDED.last_run_id,"
                 " last_run_status = EXCLUDED.last_run_status, last_error = EXCLUDED.last_error,"
                 " last_success_at = COALESCE(EXCLUDED.last_success_at, s.last_success_at),"
-                " row_count = EXCLUDED.row_count, next_run_at = EXCLUDED.next_run_at, updated_at = now()",
+                " row_count = CASE WHEN %(recount)s THEN EXCLUDED.row_count ELSE s.row_count END,"
+                " next_run_at = EXCLUDED.next_run_at, updated_at = now()",
                 {"realm": outcome.realm_id, "entity": outcome.entity, "run": outcome.run_id,
-                 "status": outcome.status, "error": outcome.error, "interval": interval})
+                 "status": outcome.status, "error": outcome.error, "interval": interval,
+                 "recount": recount})
         log.info("sync realm=%s entity=%s kind=%s status=%s fetched=%d upserted=%d deleted=%d "
                  "api_calls=%d ms=%d%s", outcome.realm_id, outcome.entity, outcome.kind, outcome.status,
                  outcome.rows_fetched, outcome.rows_upserted, outcome.rows_deleted, outcome.api_calls,

@@ -70,6 +70,9 @@ def assert_exact(db, emulator, realm: str) -> None:  # noqa: ANN001
                 " WHERE realm_id = %s", (realm,)).fetchall()
             live = {r[0]: r for r in rows if not r[2]}
             assert set(live) == set(served), f"{name}: live ids differ"
+            state = conn.execute("SELECT row_count FROM quickbooks.sync_state WHERE realm_id = %s AND entity = %s"
+                                 " AND last_run_status = 'success'", (realm, name)).fetchone()
+            assert state is None or state[0] == len(served), f"{name}: sync_state.row_count"
             assert {r[0] for r in rows if r[2]} == deleted, f"{name}: deleted ids differ"
             for ident, obj in served.items():
                 row = live[ident]

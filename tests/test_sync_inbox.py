@@ -58,7 +58,14 @@ def test_create_update_delete_void_merge_events_are_applied_once(db, settings, e
     assert stats.processed == 6 and stats.failed == 0
     assert data_calls(emulator, realm) == {"query": 0, "cdc": 1, "read": 0, "companyinfo": 0}
     assert statuses(db, realm) == [("ignored", 1), ("processed", 6)]
-    assert_exact(db, emulator, realm)
+    assert_exact(db, emulator, realm)  # also checks sync_state.row_count
+    with db.transaction() as conn:
+        runs = conn.execute("SELECT entity, kind, trigger, status, rows_upserted, rows_deleted, api_calls"
+                            " FROM quickbooks.sync_runs WHERE realm_id = %s AND kind = 'webhook' ORDER BY entity",
+                            (realm,)).fetchall()
+    assert [r[:4] for r in runs] == [("Customer", "webhook", "webhook", "success"),
+                                     ("Invoice", "webhook", "webhook", "success")]
+    assert runs[1][4] >= 2 and runs[1][5] == 1 and sum(r[6] for r in runs) == 1
     with db.transaction() as conn:
         assert conn.execute("SELECT merged_into, deleted_at IS NOT NULL FROM quickbooks.customers"
                             " WHERE realm_id = %s AND id = %s", (realm, customers[1]["Id"])).fetchone() == \
