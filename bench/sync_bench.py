@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/sync_bench.py [--invoices 100000] [--estimates 20000]
         [--customers 10000] [--items 1000] [--naive-invoices 10000] [--latency-ms 300]
-        [--skip-fast] [--skip-naive] [--skip-latency] [--profile]
+        [--skip-fast] [--skip-naive] [--skip-latency] [--profile] [--micro]
 
 1. fast: `qbsync sync --once` in a subprocess (emulator at zero latency, in this process):
    wall time, invoices/s (the Invoice run's own duration from sync_runs, and the whole sync
@@ -234,6 +234,54 @@ def fast(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm
     return fast_inv_rate, elapsed
 
 
+def micro(pg: Postgres, emulator: EmulatorServer, realm: str, n: int = 5000) -> None:
+    """Where one invoice's time goes: parse, raw dump, COPY, and each SQL statement, in-process."""
+    import json
+    from decimal import Decimal
+
+    import db.upserts as upserts
+    from services.entities import ENTITIES
+
+    bodies = [emulator.state.query(realm, f"SELECT * FROM Invoice ORDERBY Id STARTPOSITION {s} MAXRESULTS 1000")[1]
+              for s in range(1, n, 1000)]
+    started = time.perf_counter()
+    pages = [json.loads(b, parse_float=Decimal)["QueryResponse"]["Invoice"] for b in bodies]
+    parse = time.perf_counter() - started
+    count = sum(len(p) for p in pages)
+    started = time.perf_counter()
+    batches = [upserts.prepare_batch(p) for p in pages]
+    prepare = time.perf_counter() - started
+    timings: dict[str, float] = {}
+    url = pg.fresh("bench_micro")
+    with psycopg.connect(url, prepare_threshold=None) as conn:
+        original = psycopg.Cursor.execute
+
+        def timed(self, query, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            t = time.perf_counter()
+            try:
+                return original(self, query, *a, **k)
+            finally:
+                key = " ".join(str(query).split()[:3])
+                timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
+        psycopg.Cursor.execute = timed
+        try:
+            started = time.perf_counter()
+            for batch in batches:
+                with conn.transaction():
+                    upserts.upsert_objects(conn, ENTITIES["Invoice"], realm, batch)
+            total = time.perf_counter() - started
+        finally:
+            psycopg.Cursor.execute = original
+    us = lambda seconds: seconds / count * 1e6  # noqa: E731
+    print(f"\nper invoice ({count} invoices, one connection, in-process):")
+    print(f"  JSON parse with Decimal (the client's json.loads) {us(parse):6.1f} us")
+    print(f"  raw dump + COPY text (prepare_batch)              {us(prepare):6.1f} us")
+    statements = sum(timings.values())
+    print(f"  COPY (id, raw) into the stage, incl. jsonb parse  {us(total - statements):6.1f} us")
+    for key, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:<48}  {us(seconds):6.1f} us")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=100_000)
@@ -247,6 +295,7 @@ def main() -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--profile", action="store_true", help="cProfile the fast sync into bench/sync.prof")
+    parser.add_argument("--micro", action="store_true", help="per-invoice cost of each step, in-process")
     args = parser.parse_args()
 
     pg = Postgres()
@@ -262,6 +311,8 @@ def main() -> int:
                     "items": args.items}
         total_objects = sum(expected.values())
 
+        if args.micro:
+            micro(pg, emulator, realm)
         fast_inv_rate = elapsed = 0.0
         # 1. fast
         if not args.skip_fast:
