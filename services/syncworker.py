@@ -37,13 +37,6 @@ POLL_SECONDS = 1.5
 OUTAGE_WAIT_SECONDS = 5.0
 
 
-def _active_realms(db) -> list[str]:  # noqa: ANN001
-    from services.tokens import active_realms
-
-    with db.transaction() as conn:
-        return list(active_realms(conn))
-
-
 def _all_realms(db) -> list[str]:  # noqa: ANN001
     """Every realm with tokens (a needs_reauth one is then skipped with a recorded reason)."""
     with db.transaction() as conn:
@@ -97,8 +90,11 @@ def run_requests(db, settings, stop: Stop | None = None) -> int:  # noqa: ANN001
 
 
 def sync_due_realms(db, settings, stop: Stop | None = None, *, all_realms: bool = False) -> None:  # noqa: ANN001
-    """Scheduled pass: every active realm (all_realms) or those with an entity due now."""
-    realms = _active_realms(db)
+    """Scheduled pass: every realm with tokens (all_realms) or those with an entity due now.
+
+    Realms needing re-authorization are included: they get a 'skipped' run with the reason
+    (once per interval), so the console shows why they are not syncing."""
+    realms = _all_realms(db)
     if not all_realms:
         with db.transaction() as conn:
             done = {r[0] for r in conn.execute(
