@@ -14,11 +14,12 @@ PostgreSQL as QBO's ISO 8601 strings (PostgreSQL parses offsets such as `-07:00`
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
+
+from services.qbotime import parse_qbo_time_or_none
 
 __all__ = [
     "Column", "LineSpec", "EntitySpec", "ENTITIES", "ENTITY_NAMES", "LINE_COLUMNS",
@@ -94,29 +95,9 @@ def _company_country(obj: dict) -> Any:
     return None
 
 
-_OFFSET_NO_COLON = re.compile(r"([+-]\d{2})(\d{2})$")
-
-
 def parse_time(value: Any) -> datetime | None:
-    """A QBO timestamp (`...-07:00`, `...-0700`, `...Z`, fractions) as an aware datetime; None if absent/bad."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    text = _OFFSET_NO_COLON.sub(r"\1:\2", text)
-    if "." in text:  # Python < 3.11 style limits: keep at most 6 fractional digits
-        head, _, tail = text.partition(".")
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        tail = tail[:min(digits, 6)] + tail[digits:]
-        text = f"{head}.{tail}" if digits else head + tail
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    """A QBO timestamp as an aware datetime; None if absent or unparseable."""
+    return parse_qbo_time_or_none(value)
 
 
 meta_updated: Extractor = field_path("MetaData", "LastUpdatedTime")

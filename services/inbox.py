@@ -19,15 +19,16 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from db.errorlog import record_error
+from services.qbotime import parse_qbo_time
 
 __all__ = [
-    "InboxEvent", "MalformedPayload", "parse_events", "store_events", "parse_timestamp",
+    "InboxEvent", "MalformedPayload", "parse_events", "store_events",
     "SYNCED_ENTITIES", "MAX_ID_LENGTH",
 ]
 
@@ -48,9 +49,6 @@ _ENTITY_NAMES = {name.lower(): name for name in (
 )}
 _VERBS = {"created": "Create", "updated": "Update", "deleted": "Delete", "merged": "Merge",
           "voided": "Void", "emailed": "Emailed"}
-_TIMESTAMP = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # PostgreSQL text/jsonb cannot hold these
 _VERSION = re.compile(r"v\d+")
 
@@ -96,26 +94,6 @@ class InboxEvent:
 # ---------------------------------------------------------------------------------------------
 # parsing
 
-def parse_timestamp(text: str) -> datetime:
-    """An aware datetime from Intuit's ISO 8601 variants: `-0700`, `-07:00`, `Z`,
-    fractional seconds up to nanoseconds (truncated to microseconds). Raises ValueError."""
-    match = _TIMESTAMP.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"not an ISO 8601 timestamp with an offset: {text[:40]!r}")
-    year, month, day, hour, minute, second, frac, zulu, sign, off_h, off_m = match.groups()
-    if zulu:
-        tz = timezone.utc
-    else:
-        hours, minutes = int(off_h), int(off_m)
-        if hours > 23 or minutes > 59:
-            raise ValueError(f"bad UTC offset in {text[:40]!r}")
-        delta = timedelta(hours=hours, minutes=minutes)
-        tz = timezone(-delta if sign == "-" else delta)
-    micro = int((frac or "0").ljust(6, "0")[:6])
-    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micro,
-                    tzinfo=tz)
-
-
 def _reject_constant(name: str) -> Any:
     raise MalformedPayload(f"JSON constant {name} is not allowed")
 
@@ -156,7 +134,7 @@ def _time(obj: dict[str, Any], key: str, where: str) -> tuple[datetime | None, s
     if not isinstance(raw, str):
         raise MalformedPayload(f"{where}: {key} is not a string")
     try:
-        return parse_timestamp(raw), raw
+        return parse_qbo_time(raw), raw
     except ValueError as exc:
         raise MalformedPayload(f"{where}: {key}: {exc}") from None
 

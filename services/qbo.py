@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -43,6 +43,7 @@ from services.errors import (
 )
 from services.faults import check_body_for_fault, header, parse_fault
 from services.logs import redact, register_secret
+from services.qbotime import parse_qbo_time
 from services.retry import MAX_ATTEMPTS, backoff_delay
 
 __all__ = [
@@ -55,42 +56,9 @@ PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _ORDER = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?(\s*,\s*[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?)*$",
                     re.IGNORECASE)
-_TIME = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)$"
-)
 _TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
                      requests.exceptions.ChunkedEncodingError,
                      requests.exceptions.ContentDecodingError)
-
-
-def parse_qbo_time(value: str | int | float) -> datetime:
-    """An aware datetime from a QBO timestamp; ValueError for anything without an offset.
-
-    Accepts `2015-10-01T16:54:59-07:00`, `2015-10-05T14:42:19-0700`, `2016-10-05T03:09:04.000Z`,
-    fractions of any length (nanoseconds are cut to microseconds), and epoch milliseconds
-    (the number some 401 envelopes carry as `time`).
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a QBO time: {value!r}")
-    if isinstance(value, (int, float, Decimal)):
-        return datetime.fromtimestamp(float(value) / 1000.0, tz=timezone.utc)
-    match = _TIME.match(str(value).strip())
-    if not match:
-        raise ValueError(f"not a QBO time with an offset: {str(value)[:60]!r}")
-    year, month, day, hour, minute, second, fraction, offset = match.groups()
-    micro = int((fraction or "0")[:6].ljust(6, "0"))
-    if offset in ("Z", "z"):
-        tz = timezone.utc
-    else:
-        sign = -1 if offset[0] == "-" else 1
-        digits = offset[1:].replace(":", "")
-        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
-        if hours > 23 or minutes > 59:
-            raise ValueError(f"bad UTC offset in QBO time: {value!r}")
-        tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
-    return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0),
-                    micro, tzinfo=tz)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from services.errors import (
     TransportError,
 )
 from services.logs import redact, register_secret
+from services.qbotime import parse_qbo_time_or_none
 
 __all__ = [
     "TokenRow", "RefreshResult", "refresh_realm", "access_token_for", "active_realms", "read_token",
@@ -377,15 +378,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _parse_time(text: Any) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _company_info_via_client(db, settings, realm_id: str) -> dict[str, Any] | None:  # noqa: ANN001
     try:
         from services.qbo import QBOClient  # type: ignore[import-not-found]
@@ -425,7 +417,7 @@ def update_company_info(db, settings, realm_id: str, access_token: str, *,  # no
                WHERE companies.last_updated IS NULL OR EXCLUDED.last_updated IS NULL
                   OR EXCLUDED.last_updated >= companies.last_updated""",
             (realm_id, info.get("CompanyName"), info.get("LegalName"), info.get("Country"), settings.environment,
-             json.dumps(info, default=_jsonable), _parse_time(meta.get("LastUpdatedTime"))))
+             json.dumps(info, default=_jsonable), parse_qbo_time_or_none(meta.get("LastUpdatedTime"))))
     return True
 
 

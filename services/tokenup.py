@@ -279,7 +279,7 @@ def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
     """`qbsync token refresh [--realm-id R]`: refresh now through the locked path; exit 1 if any realm failed."""
     from db.connection import open_database
     from services.logs import setup_logging
-    from services.tokens import active_realms, refresh_realm
+    from services.tokens import active_realms
 
     setup_logging("cli", settings.log_level)
     if (problem := _check_realm(args.realm_id)) is not None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.inbox import InboxEvent, MalformedPayload, parse_events, parse_timestamp, store_events
+from services.inbox import InboxEvent, MalformedPayload, parse_events, store_events
+from services.qbotime import parse_qbo_time as parse_timestamp
 
 SAMPLES = Path("/work/shared/qbo/samples")
 UTC = timezone.utc

@@ -33,6 +33,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from db.readmodel import ENTITY_ORDER, health, status_snapshot, sync_request_states
+from services.errors import QBSyncError
 from services.logs import redact
 from tui.logtail import LogTail
 
@@ -306,7 +307,8 @@ class QBSyncApp(App[None]):
             snapshot, requests = self._read_database(request_ids)
         except Exception as exc:  # noqa: BLE001 - any failure is shown as the banner, then retried
             self._drop_connection()
-            error = redact(one_line(getattr(exc, "one_line", lambda: str(exc))() or type(exc).__name__, 300))
+            text = exc.one_line() if isinstance(exc, QBSyncError) else str(exc)
+            error = redact(one_line(text or type(exc).__name__, 300))
         processes: list[dict[str, Any]] | None
         try:
             from services.supervisor_rpc import process_states
