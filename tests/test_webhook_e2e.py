@@ -1,0 +1,113 @@
+"""The whole webhook chain with real processes: an emulator change is delivered signed (classic and
+CloudEvents) to `qbsync webhook`, stored in the inbox, and applied by the running `qbsync sync`
+worker: the new values are in PostgreSQL within 10 s of receipt."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import requests
+
+from test_sync import connect_realm
+
+APPLY_WITHIN_S = 10.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(check: Callable[[], object], timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.1)
+    return check()
+
+
+def _start(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.communicate()
+
+
+def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds(  # noqa: ANN001
+        db, settings, emulator, qbsync_env, tmp_path) -> None:
+    realm = connect_realm(db, settings, emulator, customers=12, items=4, invoices=10, estimates=3)
+    port = _free_port()
+    env = {**qbsync_env, "WEBHOOK_PORT": str(port)}
+    webhook = _start(env, tmp_path, "webhook")
+    worker = _start(env, tmp_path, "sync")
+    try:
+        def initial_sync_done() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
+                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
+        assert _wait_for(initial_sync_done, 60), "the worker did not finish its first sync"
+        assert _wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok, 30)
+
+        customer = emulator.admin.entities(realm, "Customer")[0]["Id"]
+        invoice = next(i for i in emulator.admin.entities(realm, "Invoice") if i["TotalAmt"] != 0)["Id"]
+        url = f"http://127.0.0.1:{port}/webhooks/quickbooks"
+        cases = [
+            ("classic", "Customer", "update", customer,
+             "SELECT display_name, synced_at FROM quickbooks.customers WHERE realm_id = %s AND id = %s",
+             lambda served: served["DisplayName"]),
+            ("cloudevents", "Invoice", "void", invoice,
+             "SELECT total_amt, synced_at FROM quickbooks.invoices WHERE realm_id = %s AND id = %s",
+             lambda served: Decimal("0")),
+        ]
+        for webhook_format, entity, op, entity_id, sql, expected in cases:
+            emulator.admin.configure(webhook_url=url, webhook_format=webhook_format)
+            served = emulator.admin.mutate(realm, entity, op, id=entity_id)
+            want = expected(served)
+
+            def received() -> object:
+                with db.transaction() as conn:
+                    return conn.execute(
+                        "SELECT received_at, format FROM quickbooks.webhook_inbox WHERE realm_id = %s"
+                        " AND entity = %s AND entity_id = %s AND format = %s ORDER BY id DESC LIMIT 1",
+                        (realm, entity, entity_id, webhook_format)).fetchone()
+            row = _wait_for(received, 15)
+            assert row, f"{webhook_format} webhook for {entity} {entity_id} never reached the inbox"
+            received_at = row[0]
+
+            def applied() -> object:
+                with db.transaction() as conn:
+                    value, synced_at = conn.execute(sql, (realm, entity_id)).fetchone()
+                return synced_at if value == want else None
+            synced_at = _wait_for(applied, APPLY_WITHIN_S + 5)
+            assert synced_at, f"{entity} {entity_id} did not get its new value from the {webhook_format} webhook"
+            assert (synced_at - received_at).total_seconds() <= APPLY_WITHIN_S
+            deliveries = [d for d in emulator.admin.webhook_deliveries() if d["format"] == webhook_format]
+            assert deliveries and deliveries[-1]["status"] == 200
+
+        with db.transaction() as conn:
+            statuses = dict(conn.execute("SELECT status, count(*) FROM quickbooks.webhook_inbox"
+                                         " WHERE realm_id = %s GROUP BY status", (realm,)).fetchall())
+        assert statuses.get("processed", 0) >= 2 and not statuses.get("failed")
+    finally:
+        webhook_out = _stop(webhook)
+        worker_out = _stop(worker)
+    assert webhook.returncode == 0, webhook_out[1]
+    assert worker.returncode == 0, worker_out[1]
