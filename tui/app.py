@@ -618,7 +618,7 @@ class QBSyncApp(App[None]):
         try:
             from services.tokens import refresh_realm  # lazily: only the console's `r` needs it
 
-            refresh_realm(self.db, self.settings, realm_id, force=True, reason="console")
+            refresh_realm(self.db, self.settings, realm_id, force=True, reason="console", service="tui")
             self.post_message(ActionDone(key, f"token refreshed for {self._realm_label(realm_id)}",
                                          realm_id=realm_id))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
