@@ -6,15 +6,14 @@ import json
 import re
 import threading
 from decimal import Decimal
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
+from samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "qbo" / "samples"
 INVALID_GRANT = {"error": "invalid_grant", "error_description": "Incorrect or invalid refresh token"}
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from services.entities import ENTITIES, ENTITY_NAMES, get_spec, parse_time
+from samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
 
 
 def sample(name: str) -> dict:

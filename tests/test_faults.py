@@ -17,8 +17,8 @@ from services.errors import (
     Throttled,
 )
 from services.faults import check_body_for_fault, parse_fault
+from samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
 
 # Every Data API fault in the samples folder: (file, HTTP status it came with, class, code, type).
 FAULT_SAMPLES = {

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from services.inbox import InboxEvent, MalformedPayload, parse_events, store_events
 from services.qbotime import parse_qbo_time as parse_timestamp
+from samples import SAMPLES
 
-SAMPLES = Path("/work/shared/qbo/samples")
 UTC = timezone.utc
 
 

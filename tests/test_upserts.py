@@ -5,12 +5,11 @@ from __future__ import annotations
 import copy
 import json
 from decimal import Decimal
-from pathlib import Path
 
 from db.upserts import apply_objects, dump_raw, mark_deleted, mark_merged, reconcile_missing, upsert_company, upsert_objects
 from services.entities import ENTITIES
+from samples import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
 REALM = "9130350000000001"
 INVOICE, ESTIMATE, CUSTOMER = ENTITIES["Invoice"], ENTITIES["Estimate"], ENTITIES["Customer"]
 

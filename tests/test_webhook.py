@@ -7,7 +7,6 @@ import logging
 import socket
 import string
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -16,8 +15,8 @@ from hypothesis import HealthCheck, event, given, settings as hsettings, strateg
 from db.connection import Database
 from services.config import load_settings
 from services.webhook import DB_WAIT_S, MAX_BODY_BYTES, ReceiverServer, make_app, sign
+from samples import SAMPLES
 
-SAMPLES = Path("/work/shared/qbo/samples")
 TOKEN = "test-verifier-token-0123456789"
 URL_PATH = "/webhooks/quickbooks"
 SAMPLE_FILES = ["webhook_classic.json", "webhook_classic_blog_2025.json", "webhook_cloudevents.json",

@@ -15,8 +15,8 @@ import psycopg
 import requests
 
 from services.webhook import sign
+from samples import SAMPLES
 
-SAMPLES = Path("/work/shared/qbo/samples")
 TOKEN = "cli-verifier-token-42"
 QBSYNC = str(Path(sys.executable).parent / "qbsync")
 

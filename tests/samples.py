@@ -1,0 +1,7 @@
+"""Where the recorded QBO payloads live: ../shared/qbo/samples beside the checkout (as in CI)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
