@@ -22,7 +22,7 @@ PgBouncer in transaction mode (Neon's pooled endpoint).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -30,11 +30,13 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from services.entities import EntitySpec, meta_updated, parse_time
 
 __all__ = [
-    "UpsertResult", "PreparedBatch", "prepare_batch", "dump_raw", "apply_objects", "upsert_objects", "upsert_company",
+    "UpsertResult", "PreparedBatch", "prepare_batch", "dump_raw", "apply_objects", "upsert_objects", "upsert_page",
+    "upsert_company",
     "mark_deleted", "mark_merged", "reconcile_missing", "is_delete_marker", "newest_per_id",
 ]
 
@@ -97,6 +99,7 @@ class UpsertResult:
     skipped: int = 0
     deleted: int = 0
     written_ids: list[str] = field(default_factory=list)
+    present_ids: list[str] = field(default_factory=list)  # upsert_page: every id the page held
 
     def add(self, other: UpsertResult) -> None:
         self.received += other.received
@@ -134,6 +137,12 @@ class _Statements:
         self.stage = f"_qbs_stage_{spec.table}"
         self.create_stage = f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (id text, raw jsonb) ON COMMIT DROP"
         self.copy_stage = f"COPY {self.stage} (id, raw) FROM STDIN"
+        # a whole query page as served: PostgreSQL parses it once and splits it into objects
+        self.page_stage = (
+            f"INSERT INTO {self.stage} (id, raw) SELECT e ->> 'Id', e"
+            f" FROM jsonb_array_elements(%(page)s::jsonb -> 'QueryResponse' -> %(key)s) AS e"
+            f" RETURNING id")
+        self.unstage = f"DELETE FROM {self.stage} WHERE id = ANY(%s)"
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
         self.upsert = (
             f"INSERT INTO {spec.qualified_table} AS t (realm_id, id, {', '.join(cols)}, raw, deleted_at,"
@@ -226,17 +235,57 @@ def upsert_objects(conn: psycopg.Connection, spec: EntitySpec, realm_id: str,
         cur.execute(f"TRUNCATE {st.stage}")
         with cur.copy(st.copy_stage) as copy:
             copy.write(batch.text)
-        cur.execute(st.upsert, {"realm": realm_id})
-        written = [row[0] for row in cur.fetchall()]
-        result.written = len(written)
-        result.skipped = len(batch) - len(written)
-        result.written_ids = written
-        if spec.line is not None and written:
-            cur.execute(st.line_delete, (realm_id, written))
-            if len(written) == len(batch):
-                cur.execute(st.line_insert_all, (realm_id,))
-            else:
-                cur.execute(st.line_insert_some, (realm_id, written))
+        _write_staged(cur, spec, st, realm_id, len(batch), result)
+    return result
+
+
+def _write_staged(cur: psycopg.Cursor, spec: EntitySpec, st: _Statements, realm_id: str, staged: int,
+                  result: UpsertResult) -> None:
+    """Upsert the staged (id, raw) rows newer-wins and replace the written documents' lines."""
+    cur.execute(st.upsert, {"realm": realm_id})
+    written = [row[0] for row in cur.fetchall()]
+    result.written = len(written)
+    result.skipped = staged - len(written)
+    result.written_ids = written
+    if spec.line is not None and written:
+        cur.execute(st.line_delete, (realm_id, written))
+        if len(written) == staged:
+            cur.execute(st.line_insert_all, (realm_id,))
+        else:
+            cur.execute(st.line_insert_some, (realm_id, written))
+
+
+def _as_is(body: bytes) -> bytes:
+    return body
+
+
+def upsert_page(conn: psycopg.Connection, spec: EntitySpec, realm_id: str, body: bytes, key: str,
+                claim: Callable[[list[str]], list[str]] | None = None) -> UpsertResult:
+    """Write the live objects of one query page, given as the JSON body QBO served, newer-wins.
+
+    PostgreSQL parses the body (jsonb keeps every digit, so `raw` and every numeric column are
+    exact), splits `QueryResponse -> key` into objects and extracts columns and lines with the
+    same mapping as `upsert_objects`. `claim(ids)` (optional) gets the page's ids and returns
+    those already written by an earlier page of the same listing: they are dropped. The
+    result's `written_ids` are the rows written; `received` counts the page's new objects,
+    and `present_ids` (attribute) all ids of the page.
+    """
+    result = UpsertResult()
+    if spec.company:
+        raise ValueError("upsert_page is for query pages of ordinary entities")
+    st = _statements(spec)
+    with conn.cursor() as cur:
+        cur.execute(st.create_stage)
+        cur.execute(f"TRUNCATE {st.stage}")
+        cur.execute(st.page_stage, {"page": Jsonb(body, dumps=_as_is), "key": key})
+        ids = [row[0] for row in cur.fetchall()]
+        result.present_ids = ids
+        dropped = claim(ids) if claim is not None else []
+        if dropped:
+            cur.execute(st.unstage, (list(dropped),))
+        result.received = len(ids) - len(dropped)
+        if result.received:
+            _write_staged(cur, spec, st, realm_id, result.received, result)
     return result
 
 

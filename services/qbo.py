@@ -13,6 +13,13 @@ One `QBOClient` per realm. Every request:
   401 raises NeedsReauth; anything else raises at once;
 - parses JSON with `parse_float=Decimal`, and treats a 200 body holding a Fault as an error.
 
+`query_page` is the exception: it returns one query page's body as QBO served it (`RawPage`),
+for callers that hand the JSON text to PostgreSQL (whose jsonb parser keeps every digit) and
+need from Python only the object count, the server time and paging. It reads those from the
+envelope without parsing the objects when the body has QBO's usual shape (entity array first,
+then `startPosition`, `maxResults`, `time`), and parses the body (floats are fine: no money is
+read from it) otherwise; a Fault in a 200 body is still an error.
+
 `parse_qbo_time` turns QBO's timestamps (`-07:00`, `-0700`, `Z`, any fraction) into aware
 datetimes; other modules import it from here.
 """
@@ -30,6 +37,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 from urllib.parse import quote
 
+import orjson
 import requests
 
 from services.errors import (
@@ -47,13 +55,14 @@ from services.qbotime import parse_qbo_time
 from services.retry import MAX_ATTEMPTS, backoff_delay
 
 __all__ = [
-    "QBOClient", "QueryPage", "CDCResult", "TokenProvider", "parse_qbo_time", "PAGE_SIZE",
+    "QBOClient", "QueryPage", "RawPage", "CDCResult", "TokenProvider", "parse_qbo_time", "PAGE_SIZE",
 ]
 
 log = logging.getLogger("qbsync.qbo")
 
 PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 _ORDER = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?(\s*,\s*[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?)*$",
                     re.IGNORECASE)
 _TRANSPORT_ERRORS = (requests.ConnectionError, requests.Timeout,
@@ -68,6 +77,41 @@ class QueryPage:
     objects: list[dict]
     time: datetime
     start_position: int
+
+
+@dataclass(frozen=True)
+class RawPage:
+    """One query page as served: the UTF-8 JSON body, the key under `QueryResponse` holding the
+    objects (as QBO spelled it; None when the page is empty), how many objects it holds, the
+    server time and the 1-based start position."""
+
+    body: bytes
+    key: str | None
+    count: int
+    time: datetime
+    start_position: int
+
+    def objects(self) -> list[dict]:
+        """The page's objects parsed (floats, not Decimals: for ids and small field lists)."""
+        if self.key is None:
+            return []
+        data = _loads_light(self.body)
+        found = _pick(data.get("QueryResponse") or {}, self.key)
+        return found if isinstance(found, list) else []
+
+
+# `{"QueryResponse":{"Entity":[` ... `],"startPosition":1,"maxResults":1000},"time":"..."}`
+_RAW_HEAD = re.compile(rb'\s*\{\s*"QueryResponse"\s*:\s*\{\s*"([A-Za-z][A-Za-z0-9]*)"\s*:\s*\[')
+_RAW_TAIL = re.compile(rb'\s*,\s*"startPosition"\s*:\s*(\d+)\s*,\s*"maxResults"\s*:\s*(\d+)\s*\}'
+                       rb'\s*,\s*"time"\s*:\s*"([^"\\]{1,64})"\s*\}\s*$')
+
+
+def _loads_light(body: bytes) -> Any:
+    """Parse JSON with floats (orjson; the standard parser for what orjson refuses)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body.decode("utf-8"))
 
 
 @dataclass(frozen=True)
@@ -213,6 +257,49 @@ class QBOClient:
             rows.extend(page.objects)
         return rows
 
+    def query_page(self, entity: str, where: str | None = None, order_by: str = "Id",
+                   start_position: int = 1, *, select: str = "*", max_results: int = PAGE_SIZE) -> RawPage:
+        """One page of `SELECT select FROM entity [WHERE where] ORDERBY order_by STARTPOSITION
+        start_position MAXRESULTS max_results`, unparsed (see the module docstring).
+
+        `select` is `*` or a comma-separated field list (`Id`). The body is exactly what QBO
+        sent; `count < max_results` means the listing ended. Faults raise as for every call.
+        """
+        entity = _entity_name(entity)
+        if not _ORDER.match(order_by or ""):
+            raise ValueError(f"not an ORDERBY clause: {order_by!r}")
+        if select != "*" and not all(_FIELD.match(f.strip()) for f in select.split(",")):
+            raise ValueError(f"not a SELECT field list: {select!r}")
+        if not (1 <= int(max_results) <= PAGE_SIZE) or int(start_position) < 1:
+            raise ValueError("STARTPOSITION must be >= 1 and MAXRESULTS 1..1000")
+        statement = f"SELECT {select} FROM {entity}" + (f" WHERE {where}" if where else "")
+        statement += f" ORDERBY {order_by} STARTPOSITION {int(start_position)} MAXRESULTS {int(max_results)}"
+        body = self._get("query", {"query": statement}, raw=True)
+        return self._raw_page(entity, body, int(start_position))
+
+    def _raw_page(self, entity: str, body: bytes, start: int) -> RawPage:
+        head = _RAW_HEAD.match(body, 0, 256)
+        if head is not None and head.group(1).decode().lower() == entity.lower():
+            end = body.rfind(b"]")
+            tail = _RAW_TAIL.match(body, end + 1) if end > 0 else None
+            if tail is not None:
+                try:
+                    when = parse_qbo_time(tail.group(3).decode())
+                except ValueError as exc:
+                    raise self._bad_shape(str(exc)) from None
+                return RawPage(body, head.group(1).decode(), int(tail.group(2)), when, start)
+        data = _loads_light(body)  # an unusual shape: read the envelope from a full parse
+        if not isinstance(data, dict):
+            raise self._bad_shape("query returned JSON that is not an object")
+        response = data.get("QueryResponse") or {}
+        if not isinstance(response, dict):
+            raise self._bad_shape("QueryResponse is not an object")
+        key = next((k for k in response if k.lower() == entity.lower()), None)
+        objects = response.get(key) if key is not None else []
+        if not isinstance(objects, list):
+            raise self._bad_shape(f"QueryResponse.{entity} is not a list")
+        return RawPage(body, key if objects else None, len(objects), self._time_of(data), start)
+
     def count(self, entity: str, where: str | None = None) -> int:
         """`SELECT COUNT(*) FROM entity [WHERE where]`: QueryResponse.totalCount."""
         entity = _entity_name(entity)
@@ -270,8 +357,9 @@ class QBOClient:
 
     # -- the request path --------------------------------------------------------------------
 
-    def _get(self, path: str, params: dict[str, str]) -> dict:
-        """GET with budget, token refresh on 401 and backoff on retriable faults."""
+    def _get(self, path: str, params: dict[str, str], *, raw: bool = False) -> Any:
+        """GET with budget, token refresh on 401 and backoff on retriable faults: the parsed
+        JSON object, or with `raw` the body bytes (checked for a Fault, not parsed)."""
         attempt = 0
         refreshed = False
         while True:
@@ -279,7 +367,7 @@ class QBOClient:
             register_secret(token)
             base = (getattr(self._tokens, "base_url", "") or self.settings.api_base_url).rstrip("/")
             try:
-                return self._get_once(base, path, params, token)
+                return self._get_once(base, path, params, token, raw)
             except AuthenticationFailed as exc:
                 if refreshed:
                     raise NeedsReauth(
@@ -301,7 +389,7 @@ class QBOClient:
                             f", intuit_tid {exc.intuit_tid}" if exc.intuit_tid else "", delay)
                 self._sleep(delay)
 
-    def _get_once(self, base: str, path: str, params: dict[str, str], token: str) -> dict:
+    def _get_once(self, base: str, path: str, params: dict[str, str], token: str, raw: bool = False) -> Any:
         url = f"{base}/v3/company/{quote(self.realm_id, safe='')}/{path}"
         query = dict(params)
         query["minorversion"] = str(self.settings.minor_version)
@@ -319,6 +407,10 @@ class QBOClient:
         status = response.status_code
         if status >= 300:
             raise parse_fault(status, response.headers, body, realm_id=self.realm_id)
+        if raw:
+            if b'"Fault"' in body or not body.lstrip().startswith(b"{"):
+                self._check_raw(path, status, response.headers, body)
+            return body
         try:
             data = json.loads(body.decode("utf-8"), parse_float=Decimal)
         except (UnicodeDecodeError, ValueError):
@@ -331,6 +423,19 @@ class QBOClient:
             raise self._bad_shape(f"GET {path} returned JSON that is not an object")
         check_body_for_fault(status, response.headers, data, realm_id=self.realm_id)
         return data
+
+    def _check_raw(self, path: str, status: int, headers: Any, body: bytes) -> None:
+        """A body that may hold a Fault (or is not JSON): raise what `_get_once` would."""
+        try:
+            data = _loads_light(body)
+        except (UnicodeDecodeError, ValueError):
+            check_body_for_fault(status, headers, body, realm_id=self.realm_id)
+            raise ServerError(f"QuickBooks answered GET {path} with HTTP {status} and a body "
+                              "that is not JSON", realm_id=self.realm_id, http_status=status,
+                              intuit_tid=header(headers, "intuit_tid") or header(headers, "intuit-tid")) from None
+        if not isinstance(data, dict):
+            raise self._bad_shape(f"GET {path} returned JSON that is not an object")
+        check_body_for_fault(status, headers, data, realm_id=self.realm_id)
 
     def _time_of(self, data: dict) -> datetime:
         raw = data.get("time")
