@@ -1,12 +1,13 @@
 """The QBO SQL subset the emulator understands, parsed and evaluated.
 
-    SELECT * | COUNT(*) FROM Entity [WHERE cond AND cond ...]
+    SELECT * | COUNT(*) | field[, field ...] FROM Entity [WHERE cond AND cond ...]
         [ORDERBY field [ASC|DESC][, ...]] [STARTPOSITION n] [MAXRESULTS n]
 
 Keywords and field names are case-insensitive (`Metadata.LastUpdatedTime` works), `ORDER BY`
 is accepted too. A condition is `field op literal` (op: = != < <= > >=), `field IN (lit, ...)`
 or `field LIKE '%text%'`; literals are 'strings' (with '' or \\' escapes), true/false, numbers.
-No OR, like QBO. Bad input raises `QueryError` with Intuit's wording; a MAXRESULTS over 1000
+No OR, like QBO. A field list (`SELECT Id, MetaData.LastUpdatedTime FROM ...`) returns objects
+holding just those fields (`project`), as QBO does. Bad input raises `QueryError` with Intuit's wording; a MAXRESULTS over 1000
 raises `QueryError("QueryValidationError: value N is too large. Max allowed value is 1000")`.
 
 Records are anything with the attributes `id` (int), `json` (bytes), `created`, `updated`
@@ -21,9 +22,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from services.emulator.jsontext import loads, parse_ts
+from services.emulator.jsontext import dumps, loads, parse_ts
 
-__all__ = ["Query", "QueryError", "parse_query", "filter_records", "MAX_RESULTS", "DEFAULT_MAX_RESULTS"]
+__all__ = ["Query", "QueryError", "parse_query", "filter_records", "project", "MAX_RESULTS", "DEFAULT_MAX_RESULTS"]
 
 MAX_RESULTS = 1000
 DEFAULT_MAX_RESULTS = 100
@@ -58,6 +59,7 @@ class Query:
     order: tuple[tuple[str, bool], ...]  # (lower-case field, descending)
     start: int
     max_results: int
+    fields: tuple[str, ...] | None = None  # a SELECT field list (as written); None for `*`
 
     @property
     def has_active_condition(self) -> bool:
@@ -129,6 +131,7 @@ def parse_query(text: str) -> Query:
 
     expect_kw("SELECT")
     count = False
+    fields: tuple[str, ...] | None = None
     if kw("COUNT"):
         i += 1
         expect("punct", "(")
@@ -138,12 +141,13 @@ def parse_query(text: str) -> Query:
     elif peek() == ("punct", "*"):
         i += 1
     else:
-        # a field list: accepted, but (like most clients expect) full objects are returned
+        selected: list[str] = []
         while True:
-            expect("word")
+            selected.append(expect("word"))
             if peek() != ("punct", ","):
                 break
             i += 1
+        fields = tuple(selected)
     expect_kw("FROM")
     entity = expect("word")
     conds: list[Cond] = []
@@ -219,7 +223,30 @@ def parse_query(text: str) -> Query:
         raise QueryError(f"QueryValidationError: value {max_results} is too large. Max allowed value is {MAX_RESULTS}")
     if start < 1:
         start = 1
-    return Query(entity, count, tuple(conds), tuple(order), start, max_results)
+    return Query(entity, count, tuple(conds), tuple(order), start, max_results, fields)
+
+
+def project(query: Query, json_text: bytes) -> bytes:
+    """One record's JSON reduced to the query's field list (dotted paths keep their nesting);
+    the record unchanged for `SELECT *`."""
+    if not query.fields:
+        return json_text
+    obj = loads(json_text)
+    out: dict[str, Any] = {}
+    for path in query.fields:
+        src: Any = obj
+        dst = out
+        parts = path.split(".")
+        for k, part in enumerate(parts):
+            key = next((name for name in src if name.lower() == part.lower()), None) if isinstance(src, dict) else None
+            if key is None:
+                break
+            if k == len(parts) - 1:
+                dst[key] = src[key]
+            else:
+                dst = dst.setdefault(key, {})
+                src = src[key]
+    return dumps(out).encode()
 
 
 # ---- evaluation ----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Any
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_VERIFIER_TOKEN
 from services.emulator.data import CompanyGenerator, generate_company, void_invoice
 from services.emulator.jsontext import dumps, fmt_time_ms, fmt_ts, loads, money, parse_ts
-from services.emulator.query import Query, QueryError, filter_records, parse_query
+from services.emulator.query import Query, QueryError, filter_records, parse_query, project
 from services.emulator.webhooks import WebhookDispatcher
 
 __all__ = ["State", "EmulatorError", "Record", "EntityStore", "ENTITIES", "NAME_LIST", "TRANSACTIONS",
@@ -515,7 +515,7 @@ class State:
             page = rows[q.start - 1:q.start - 1 + q.max_results]
             if not page:
                 return 200, self._wrap(b'"QueryResponse":{}')
-            body = (b'"QueryResponse":{"' + entity.encode() + b'":[' + b",".join(r.json for r in page) +
+            body = (b'"QueryResponse":{"' + entity.encode() + b'":[' + b",".join(project(q, r.json) for r in page) +
                     b'],"startPosition":' + str(q.start).encode() + b',"maxResults":' + str(len(page)).encode() + b"}")
             return 200, self._wrap(body)
 
