@@ -43,19 +43,19 @@ import psycopg
 
 from db.errorlog import record_error
 from db.upserts import (
-    PreparedBatch,
     UpsertResult,
     apply_objects,
-    prepare_batch,
+    is_delete_marker,
+    mark_deleted,
     reconcile_missing,
     upsert_company,
-    upsert_objects,
+    upsert_page,
 )
-from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec
+from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
 from services.errors import DatabaseUnavailable, NeedsReauth, QBSyncError
 from services.inbox_apply import process_inbox
 from services.logs import redact
-from services.qbo import QBOClient, QueryPage
+from services.qbo import QBOClient, RawPage
 
 __all__ = [
     "EntityOutcome", "RealmSync", "SyncClient", "sync_realm", "enqueue_sync_request", "cmd_sync",
@@ -103,23 +103,7 @@ class EntityOutcome:
         self.rows_deleted += result.deleted
 
 
-class SyncClient(QBOClient):
-    """The QBO client plus one-page queries at a given STARTPOSITION (for concurrent listings)."""
-
-    def query_page(self, entity: str, start: int, where: str | None = None, order_by: str = "Id") -> QueryPage:
-        """One page: `SELECT * FROM entity [WHERE] ORDERBY order_by STARTPOSITION start MAXRESULTS 1000`."""
-        if not entity.isalnum() or not order_by.replace(" ", "").replace(".", "").isalnum():
-            raise ValueError(f"bad entity or ORDERBY: {entity!r} {order_by!r}")
-        statement = f"SELECT * FROM {entity}" + (f" WHERE {where}" if where else "")
-        statement += f" ORDERBY {order_by} STARTPOSITION {int(start)} MAXRESULTS {PAGE_SIZE}"
-        data = self._get("query", {"query": statement})
-        response = data.get("QueryResponse") or {}
-        objects: list[dict] = []
-        if isinstance(response, dict):
-            for key, value in response.items():
-                if key.lower() == entity.lower() and isinstance(value, list):
-                    objects = value
-        return QueryPage(objects=objects, time=self._time_of(data), start_position=int(start))
+SyncClient = QBOClient  # the sync's client (QBOClient.query_page serves its concurrent listings)
 
 
 class _Clients:
@@ -175,14 +159,19 @@ class RealmSync:
                 return SyncClient(db, settings, self.realm_id)
         self._factory = client_factory
         self.concurrency = max(1, int(getattr(settings, "max_concurrency", 4)))
+        self._local = threading.local()  # per entity-run thread: its _Clients
+        self._fetch_pool: ThreadPoolExecutor | None = None
+        self._write_pool: ThreadPoolExecutor | None = None
 
     # -- entry point -----------------------------------------------------------------------
 
     def run(self, entities: list[str] | None = None, *, full: bool = False) -> list[EntityOutcome]:
         """Sync the given entities (default: all) and record a run for each.
 
-        Raises DatabaseUnavailable if PostgreSQL goes away (nothing is half-committed: each
-        page and each cursor move is its own transaction).
+        Full listings of several entities run side by side through one fetch pool (at most
+        QBO_MAX_CONCURRENCY requests in flight for the realm) and one pool of WRITERS page
+        writers. Raises DatabaseUnavailable if PostgreSQL goes away (nothing is
+        half-committed: each page and each cursor move is its own transaction).
         """
         specs = [get_spec(e) for e in (entities or ENTITY_NAMES)]
         try:
@@ -190,7 +179,7 @@ class RealmSync:
         except NeedsReauth as exc:
             return self._skip_all(specs, exc)
         states = self._states()
-        outcomes: list[EntityOutcome] = []
+        jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], None]]] = []
         cdc_specs: list[EntitySpec] = []
         for spec in specs:
             state = states.get(spec.name, {})
@@ -198,15 +187,38 @@ class RealmSync:
                 last = state.get("last_success_at")
                 if full or state.get("cursor") is None or last is None or \
                         datetime.now(timezone.utc) - last > COMPANY_REFRESH or entities:
-                    outcomes.append(self._guard(spec, "full", lambda o, s=spec: self._company(o)))
+                    jobs.append((self._begin(spec, "full"), lambda o: self._company(o)))
                 continue
             if full or state.get("cursor") is None:
-                outcomes.append(self._guard(spec, "full", lambda o, s=spec: self._full(s, o, reconcile=full)))
+                jobs.append((self._begin(spec, "full"), lambda o, s=spec: self._full(s, o, reconcile=full)))
             else:
                 cdc_specs.append(spec)
-        if cdc_specs:
-            outcomes.extend(self._incremental(cdc_specs, {s.name: states[s.name]["cursor"] for s in cdc_specs}))
+        self._open_pools()
+        try:
+            outcomes = self._execute_all(jobs)
+            if cdc_specs:
+                outcomes.extend(self._incremental(cdc_specs, {s.name: states[s.name]["cursor"] for s in cdc_specs}))
+        finally:
+            self._close_pools()
         return outcomes
+
+    def _open_pools(self) -> None:
+        self._fetch_pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="qbo-fetch")
+        self._write_pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="pg-write")
+
+    def _close_pools(self) -> None:
+        for pool in (self._fetch_pool, self._write_pool):
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _execute_all(self, jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], None]]]) -> list[EntityOutcome]:
+        """Run the jobs side by side (one thread each); outcomes in job order. A database
+        outage in any of them is raised once all have stopped."""
+        if len(jobs) <= 1:
+            return [self._execute(o, body) for o, body in jobs]
+        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="sync-entity") as pool:
+            futures = [pool.submit(self._execute, o, body) for o, body in jobs]
+            wait(futures)
+        return [f.result() for f in futures]
 
     # -- tokens and state ------------------------------------------------------------------
 
@@ -300,16 +312,24 @@ class RealmSync:
             " last_full_sync_at = COALESCE(EXCLUDED.last_full_sync_at, s.last_full_sync_at), updated_at = now()",
             (self.realm_id, entity, cursor, full))
 
+    def _begin(self, spec: EntitySpec, kind: str, extra_calls: int = 0) -> EntityOutcome:
+        """A recorded run (sync_runs row 'running'); `extra_calls` were made for it beforehand."""
+        outcome = EntityOutcome(self.realm_id, spec.name, kind, self.trigger, api_calls=extra_calls)
+        outcome.run_id = self._start_run(outcome)
+        return outcome
+
     def _guard(self, spec: EntitySpec, kind: str, body: Callable[[EntityOutcome], None],
                extra_calls: int = 0) -> EntityOutcome:
         """Run `body` as one recorded run; QBO and data errors fail this entity only.
 
         `extra_calls` are API calls made for this run beforehand (a shared CDC call).
         """
-        outcome = EntityOutcome(self.realm_id, spec.name, kind, self.trigger, api_calls=extra_calls)
-        outcome.run_id = self._start_run(outcome)
+        return self._execute(self._begin(spec, kind, extra_calls), body)
+
+    def _execute(self, outcome: EntityOutcome, body: Callable[[EntityOutcome], None]) -> EntityOutcome:
+        """Run `body` for a begun run, then close the run (see _guard)."""
         clients = _Clients(self._factory)
-        self._clients = clients
+        self._local.clients = clients
         try:
             body(outcome)
             outcome.status = "success"
@@ -328,6 +348,10 @@ class RealmSync:
             clients.close()
         self._finish_run(outcome)
         return outcome
+
+    @property
+    def _clients(self) -> _Clients:
+        return self._local.clients
 
     def _fail(self, outcome: EntityOutcome, message: str, *, code: str | None = None, tid: str | None = None) -> None:
         outcome.status, outcome.error = "failed", redact(message)[:2000]
@@ -353,98 +377,109 @@ class RealmSync:
     # -- full listings ---------------------------------------------------------------------
 
     def _full(self, spec: EntitySpec, outcome: EntityOutcome, *, reconcile: bool,
-              condition: str | None = None) -> None:
-        """List every row (optionally only `condition`), write per page, then move the cursor."""
+              condition: str | None = None) -> datetime:
+        """List every row (optionally only `condition`), write per page, then move the cursor
+        (unless `condition` is given: then the caller moves it). Returns the listing's time.
+
+        Each page goes to PostgreSQL as the JSON text QBO served (`upsert_page`): no object
+        is parsed in Python, and `raw` and every amount are exactly what QBO sent.
+        """
         present: list[str] | None = [] if reconcile else None  # one "\n"-joined string per page
         first_time: datetime | None = None
         counter = threading.Lock()
+        seen = _IdSet()
 
-        def write(batch: PreparedBatch) -> None:
+        def write(page: RawPage) -> None:
             with self.db.transaction() as conn:
                 # Page commits need not wait for the WAL flush: the cursor moves in a later,
                 # synchronous commit, which flushes every page before it (WAL is ordered), so a
                 # crash can only lose pages whose cursor move is lost too.
                 conn.execute("SET LOCAL synchronous_commit = off")
                 self._lock(conn, spec.name, shared=True)
-                result = upsert_objects(conn, spec, self.realm_id, batch)
+                result = upsert_page(conn, spec, self.realm_id, page.body, page.key or spec.name, claim=seen.claim)
             with counter:
                 outcome.count(result)
+                if present is not None:
+                    present.append("\n".join(result.present_ids))
 
-        writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="pg-write")
         in_flight: set[Future] = set()
         try:
-            for page_time, batch in self.listing(spec, condition, transform=prepare_batch):
+            for page in self.listing(spec, condition):
                 self._check_stop()
                 if first_time is None:
-                    first_time = page_time
-                if present is not None:
-                    present.append("\n".join(batch.ids))
-                if not len(batch):
+                    first_time = page.time
+                if not page.count:
                     continue
                 if len(in_flight) >= WRITERS:
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for future in done:
                         future.result()
-                in_flight.add(writers.submit(write, batch))
+                in_flight.add(self._writers().submit(write, page))
+                del page
             for future in in_flight:
                 future.result()
         finally:
-            writers.shutdown(wait=True, cancel_futures=True)
+            for future in in_flight:
+                future.cancel()
+            wait(in_flight)
         assert first_time is not None
+        if condition is not None and present is None:
+            return first_time
         with self.db.transaction() as conn:
             self._lock(conn, spec.name)
             if present is not None:
                 ids = (i for chunk in present for i in chunk.split("\n") if i)
                 outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, ids, first_time)
             self._advance(conn, spec.name, first_time, full=condition is None)
+        return first_time
 
-    def listing(self, spec: EntitySpec, condition: str | None = None,
-                transform: Callable[[list[dict]], Any] = lambda objects: objects) -> Iterator[tuple[datetime, Any]]:
-        """Every page of `SELECT * FROM entity [WHERE ...] ORDERBY Id` as (server time, objects).
+    def _fetchers(self) -> ThreadPoolExecutor:
+        if self._fetch_pool is None:  # a RealmSync used outside run(): pools on first use
+            self._open_pools()
+        assert self._fetch_pool is not None
+        return self._fetch_pool
+
+    def _writers(self) -> ThreadPoolExecutor:
+        if self._write_pool is None:
+            self._open_pools()
+        assert self._write_pool is not None
+        return self._write_pool
+
+    def listing(self, spec: EntitySpec, condition: str | None = None, *, select: str = "*") -> Iterator[RawPage]:
+        """Every page of `SELECT select FROM entity [WHERE ...] ORDERBY Id`, as served (RawPage).
 
         The first page comes first (its time is the listing's cursor). When it is full, the
-        rest is fetched concurrently (at most QBO_MAX_CONCURRENCY requests in flight, a
-        bounded number of pages in memory): a COUNT sizes the listing and pages start every
-        STRIDE rows, overlapping by PAGE_SIZE - STRIDE rows so a row deleted meanwhile cannot
-        shift another past a page boundary unseen; paging goes on past the count until a page
-        is short. Ids already yielded are not yielded again. `transform` turns each page's
-        objects into what is yielded, in the fetching thread (so parsed pages die early).
+        rest is fetched concurrently through the run's fetch pool (QBO_MAX_CONCURRENCY requests
+        in flight for the realm, shared by the listings running side by side; a bounded
+        number of pages in memory): a COUNT sizes the listing and pages start every STRIDE
+        rows, overlapping by PAGE_SIZE - STRIDE rows so a row deleted meanwhile cannot shift
+        another past a page boundary unseen; paging goes on past the count until a page is
+        short. Pages overlap, so ids repeat: the writer drops ids already written (`claim`).
         """
         clients = self._clients
         where = spec.query_where(condition)
-        paged = hasattr(clients.get(), "query_page") and self.concurrency > 1
-        seen = _IdSet()
-        seen_lock = threading.Lock()
+        pool = self._fetchers()
 
-        def fresh(objects: list[dict]) -> Any:
-            with seen_lock:
-                new = [o for o in objects if seen.add(str(o.get("Id")))]
-            return transform(new)
+        def fetch(start: int) -> RawPage:
+            return clients.get().query_page(spec.name, where, "Id", start, select=select)
 
-        if not paged:
-            for page in clients.get().query_pages(spec.name, where=where):
-                yield page.time, fresh(page.objects)
-            return
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="qbo-fetch")
+        pending: set[Future] = set()
         try:
+            f_first = pool.submit(fetch, 1)
             f_count = pool.submit(lambda: clients.get().count(spec.name, where))
-            first = clients.get().query_page(spec.name, 1, where=where)
-            full_page = len(first.objects) == PAGE_SIZE
-            yield first.time, fresh(first.objects)
+            pending = {f_first, f_count}
+            first = f_first.result()
+            full_page = first.count >= PAGE_SIZE
+            yield first
             del first
             if not full_page:
                 f_count.cancel()
                 return
             total = f_count.result()
-
-            def fetch(start: int) -> tuple[int, datetime, bool, Any]:
-                page = clients.get().query_page(spec.name, start, where=where)
-                return start, page.time, len(page.objects) == PAGE_SIZE, fresh(page.objects)
-
+            pending = set()
             next_start = 1 + STRIDE
             planned_end = max(total, PAGE_SIZE)
-            pending: set[Future] = set()
-            limit = 2 * self.concurrency + 2  # in flight (pool size) + fetched, waiting to be written
+            limit = self.concurrency + 2  # in flight (pool size) + fetched, waiting to be written
             while True:
                 while len(pending) < limit and next_start <= planned_end:
                     pending.add(pool.submit(fetch, next_start))
@@ -452,13 +487,16 @@ class RealmSync:
                 if not pending:
                     break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=lambda f: f.result()[0]):
-                    start, page_time, full, item = future.result()
-                    if full and start + STRIDE > planned_end:
-                        planned_end = start + STRIDE  # more rows than counted: keep paging
-                    yield page_time, item
+                for future in sorted(done, key=lambda f: f.result().start_position):
+                    page = future.result()
+                    if page.count >= PAGE_SIZE and page.start_position + STRIDE > planned_end:
+                        planned_end = page.start_position + STRIDE  # more rows than counted: keep paging
+                    yield page
+                del done
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            for future in pending:
+                future.cancel()
+            wait(pending)
 
     # -- incremental -----------------------------------------------------------------------
 
@@ -488,7 +526,9 @@ class RealmSync:
             elif cursor < result.time - (CDC_WINDOW - CDC_MARGIN):
                 outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
             elif result.total >= CDC_CAP and len(specs) == 1:
-                outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
+                marks = [ob for ob in result.objects.get(spec.name, []) if is_delete_marker(ob)]
+                outcomes.append(self._guard(
+                    spec, "window", lambda o, s=spec, c=cursor, m=marks: self._window(s, o, c, m), calls))
             elif result.total >= CDC_CAP:
                 outcomes.append(self._guard(spec, "cdc", lambda o, s=spec, c=cursor: self._cdc_alone(s, o, c), calls))
             else:
@@ -509,18 +549,66 @@ class RealmSync:
         result = self._clients.get().cdc([spec.name], cursor)
         if result.total >= CDC_CAP:
             outcome.kind = "window"
-            self._window(spec, outcome, cursor)
+            marks = [ob for ob in result.objects.get(spec.name, []) if is_delete_marker(ob)]
+            self._window(spec, outcome, cursor, marks)
             return
         self._apply_cdc(spec, outcome, result.objects.get(spec.name, []), result.time)
 
-    def _window(self, spec: EntitySpec, outcome: EntityOutcome, cursor: datetime) -> None:
-        """Catch up without CDC: windowed query (rows cannot vanish) or listing + reconciliation."""
+    def _window(self, spec: EntitySpec, outcome: EntityOutcome, cursor: datetime,
+                markers: list[dict] | None = None) -> None:
+        """Catch up without (complete) CDC: a windowed query plus, where rows can vanish, deletes.
+
+        1. `WHERE MetaData.LastUpdatedTime >= cursor` (paged by Id, complete for live rows;
+           Id order is stable under updates) is written page by page.
+        2. Entities whose rows can vanish (hard-deleted transactions, merged customers):
+           the delete markers a truncated CDC did return are applied (real deletes, newer-wins);
+           then `COUNT(*) WHERE LastUpdatedTime < T` (T = the window's server time, whole
+           seconds) is compared with the live local rows older than T. Every QBO row older
+           than T is local (earlier syncs + this window), so equal counts mean nothing is
+           missing; any change racing the check makes the counts differ, never agree wrongly.
+        3. Counts differ: an id reconciliation — `SELECT Id` pages (ids only, tiny) — and live
+           local rows missing from it get `deleted_at`.
+        The cursor moves to the window's time with the last of these writes.
+        """
         outcome.kind = "window"
-        if spec.hard_deletable or spec.mergeable:
-            self._full(spec, outcome, reconcile=True)
-        else:
-            self._full(spec, outcome, reconcile=False,
-                       condition=f"MetaData.LastUpdatedTime >= {_qbo_literal(cursor - timedelta(seconds=1))}")
+        condition = f"MetaData.LastUpdatedTime >= {_qbo_literal(cursor - timedelta(seconds=1))}"
+        at = self._full(spec, outcome, reconcile=False, condition=condition)
+        if not (spec.hard_deletable or spec.mergeable):
+            with self.db.transaction() as conn:
+                self._lock(conn, spec.name)
+                self._advance(conn, spec.name, at, full=False)
+            return
+        if markers:
+            with self.db.transaction() as conn:
+                self._lock(conn, spec.name)
+                dead = [(str(m["Id"]), meta_updated(m)) for m in markers]
+                outcome.rows_deleted += mark_deleted(conn, spec, self.realm_id, dead, markers=markers)
+        bound = at.replace(microsecond=0)
+        remote = self._clients.get().count(spec.name, spec.query_where(
+            f"MetaData.LastUpdatedTime < {_qbo_literal(bound)}"))
+        with self.db.transaction() as conn:
+            local = conn.execute(
+                f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %s AND deleted_at IS NULL"
+                " AND (qbo_updated_at IS NULL OR qbo_updated_at < %s)", (self.realm_id, bound)).fetchone()[0]
+        if remote == local:
+            with self.db.transaction() as conn:
+                self._lock(conn, spec.name)
+                self._advance(conn, spec.name, at, full=False)
+            return
+        log.info("sync realm=%s entity=%s: %d rows before %s in QuickBooks, %d here; reconciling ids",
+                 self.realm_id, spec.name, remote, bound.isoformat(), local)
+        present: list[str] = []
+        as_of: datetime | None = None
+        for page in self.listing(spec, select="Id"):
+            self._check_stop()
+            as_of = as_of or page.time
+            present.append("\n".join(str(o.get("Id")) for o in page.objects()))
+        assert as_of is not None
+        with self.db.transaction() as conn:
+            self._lock(conn, spec.name)
+            ids = (i for chunk in present for i in chunk.split("\n") if i)
+            outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, ids, as_of)
+            self._advance(conn, spec.name, at, full=False)
 
 
 class _IdSet:
@@ -531,6 +619,7 @@ class _IdSet:
     def __init__(self) -> None:
         self._bits = bytearray()
         self._other: set[str] = set()
+        self._lock = threading.Lock()
 
     def add(self, ident: str) -> bool:
         """Add `ident`; True if it was not there yet."""
@@ -547,6 +636,11 @@ class _IdSet:
             return False
         self._other.add(ident.encode().decode())
         return True
+
+    def claim(self, idents: list[str]) -> list[str]:
+        """Add `idents`; return those that were already there (thread-safe)."""
+        with self._lock:
+            return [i for i in idents if not self.add(i)]
 
 
 class _Interrupted(Exception):
