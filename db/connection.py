@@ -3,8 +3,10 @@
 Neon's pooled endpoint is PgBouncer in transaction mode, so qbsync keeps no session state
 between transactions: server-side prepared statements are off (`prepare_threshold=None`)
 and every lock is transaction-scoped (`pg_advisory_xact_lock`, `FOR UPDATE`). Neon suspends
-idle compute and drops connections; the pool checks each connection before handing it out
-and `Database.transaction` retries a connection failure that happens before any work.
+idle compute and drops every connection; `Database.transaction` checks each pooled connection
+with a round trip before handing it out and discards a dead one at once (no back-off between
+them), so the first transaction after a suspend or a server restart gets a fresh connection
+instead of waiting out the pool's back-off and failing.
 """
 
 from __future__ import annotations
@@ -35,8 +37,11 @@ def resolve_database_url(settings, *, announce: bool = True) -> str:  # noqa: AN
 
 
 def _kwargs() -> dict:
+    # TCP keepalives: a peer that vanished without closing (a network path gone) is noticed
+    # within ~1 min on an idle connection instead of the kernel's 2 h (ignored on unix sockets).
     return {"prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_S,
-            "application_name": "qbsync"}
+            "application_name": "qbsync", "keepalives": 1, "keepalives_idle": 30,
+            "keepalives_interval": 10, "keepalives_count": 3}
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -52,33 +57,101 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+class _QuietDiscards(logging.Filter):
+    """psycopg_pool warns once per dead connection it is handed back; after a Neon suspend that
+    is one line per pooled connection for an expected event. `Database` logs its own line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("discarding closed connection")
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietDiscards())
+
+
+def _check(conn: psycopg.Connection) -> None:
+    """One round trip outside any transaction; raises psycopg.Error if the connection is dead."""
+    ConnectionPool.check_connection(conn)
+
+
 class Database:
     """A small connection pool with one way in: `with db.transaction() as conn:`."""
 
     def __init__(self, url: str, *, max_size: int = 8, name: str = "qbsync",
-                 timeout: float = CONNECT_TIMEOUT_S + 5) -> None:
+                 timeout: float = CONNECT_TIMEOUT_S + 5, min_size: int = 0) -> None:
         """`timeout`: the longest `transaction()` waits for a connection before
-        DatabaseUnavailable (the webhook receiver keeps it under Intuit's 3 s)."""
+        DatabaseUnavailable (the webhook receiver keeps it under Intuit's 3 s).
+        `min_size`: connections kept open even when idle (0: opened on demand)."""
         self.url = url
+        self._max_size = max_size
+        self._last_connect_error: str | None = None
         self._pool = ConnectionPool(
-            url, min_size=0, max_size=max_size, kwargs=_kwargs(), open=True, name=name,
-            check=ConnectionPool.check_connection, timeout=timeout,
-            reconnect_timeout=0,
+            url, min_size=min_size, max_size=max_size, kwargs=_kwargs(), open=True, name=name,
+            timeout=timeout, reconnect_timeout=0, connection_class=self._connection_class(),
         )
+
+    def _connection_class(self) -> type[psycopg.Connection]:
+        """psycopg.Connection that remembers why the last connection attempt failed, so a pool
+        timeout says *why* (refused, TLS required, bad password) instead of only "timed out"."""
+        database = self
+
+        class _Connection(psycopg.Connection):
+            @classmethod
+            def connect(cls, *args: object, **kwargs: object) -> psycopg.Connection:  # type: ignore[override]
+                try:
+                    conn = super().connect(*args, **kwargs)  # type: ignore[arg-type]
+                except psycopg.Error as exc:
+                    database._last_connect_error = _first_line(exc)
+                    raise
+                database._last_connect_error = None
+                return conn
+
+        return _Connection
+
+    def _live_connection(self) -> psycopg.Connection:
+        """A pooled connection that has just answered a round trip.
+
+        Dead connections (Neon suspended the compute, the server restarted, an administrator
+        terminated the backend) are handed back at once, one after the other, so after every
+        pooled connection died together the caller still gets a fresh one in one connect time.
+        """
+        dropped = 0
+        for _ in range(self._max_size + 1):
+            conn = self._pool.getconn()
+            try:
+                _check(conn)
+            except psycopg.Error:
+                dropped += 1
+                self._pool.putconn(conn)  # broken: the pool closes it and replaces it
+                continue
+            if dropped:
+                log.info("PostgreSQL had closed %d idle connection(s) (server restart or Neon suspend);"
+                         " reconnected", dropped)
+            return conn
+        raise DatabaseUnavailable(f"PostgreSQL closed {dropped} connections in a row")
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
         """A connection inside a transaction: committed on success, rolled back on error.
 
-        A connection that cannot be had raises DatabaseUnavailable (callers retry later).
+        The connection has just answered a round trip (a connection PostgreSQL dropped while it
+        was idle is replaced, invisibly to the caller). A connection that cannot be had, or one
+        that fails during the block, raises DatabaseUnavailable with the reason on one line
+        (callers retry later; the block's work was rolled back).
         """
         try:
-            with self._pool.connection() as conn:
-                yield conn
+            conn = self._live_connection()
         except PoolTimeout as exc:
+            reason = self._last_connect_error or _first_line(exc)
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {reason}") from None
+        except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+        try:
+            with conn:  # commit on success, rollback on error; a pooled connection stays open
+                yield conn
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"PostgreSQL connection failed: {_first_line(exc)}") from None
+        finally:
+            self._pool.putconn(conn)
 
     def wait_until_available(self, timeout_s: float) -> bool:
         """Poll until a trivial query works or `timeout_s` passes."""

@@ -1,0 +1,387 @@
+"""The database layer against the ways Neon (and any PostgreSQL) really behaves.
+
+- TLS: `sslmode=require` (and `verify-full` with the CA) works against a real TLS server, the
+  session is encrypted (pg_stat_ssl); a server that refuses TLS gives one clear line.
+- Dropped connections: every pooled connection killed server-side (Neon's suspend) and a
+  server restart between two transactions are invisible to the next transaction.
+- PgBouncer transaction mode: after a real workload (sync, token refresh, webhook inbox) no
+  pooled session holds prepared statements, temp tables, session settings, advisory locks,
+  LISTEN channels or cursors; a static scan finds no session-level SQL in services/ and db/;
+  the workload also works when every transaction gets a different backend.
+- The database going away under running `tokenup` and `sync` workers: they stay up, log
+  one-line errors without secrets, and resume.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db.connection import Database
+from db.embedded import stop_embedded
+from db.migrate import upgrade
+from services.errors import DatabaseUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+QBSYNC = [sys.executable, "-m", "services.cli"]
+AS_ROOT = os.geteuid() == 0  # pgserver then runs the server as the system user `pgserver`
+
+
+# -- a dedicated server ------------------------------------------------------------------------
+
+def _pgserver():  # noqa: ANN202
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        return pgserver
+
+
+def _chown_to_server(path: Path, mode: int) -> None:
+    path.chmod(mode)
+    if AS_ROOT:
+        import pwd
+
+        user = pwd.getpwnam("pgserver")
+        os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DedicatedServer:
+    """A PostgreSQL of this test's own (pgserver's binaries, a short temporary directory).
+
+    `tcp_port=None`: unix socket only, started with pgserver.get_server. With a port it is
+    started with pg_ctl directly (pgserver always passes `-h ""`, which would override
+    listen_addresses) on 127.0.0.1:port plus a unix socket in the data directory.
+    Stopped by PID (`stop`, `close`).
+    """
+
+    def __init__(self, *, tcp_port: int | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="qbr", dir="/tmp"))  # short: the socket lives here
+        self.pgdata = self.workdir / "pg"
+        self.tcp_port = tcp_port
+        self._server = _pgserver().get_server(self.pgdata, cleanup_mode=None)
+        self.socket_url = self._server.get_uri()
+        if tcp_port is not None:
+            self.stop()
+            self.start()
+
+    @property
+    def user(self) -> str | None:
+        return "pgserver" if AS_ROOT else None
+
+    def url(self, database: str = "postgres") -> str:
+        """The unix-socket URL (works whatever TLS/TCP settings are)."""
+        if self.tcp_port is None:
+            return self._server.get_uri(database)
+        return f"postgresql://postgres@/{database}?host={self.pgdata}&port={self.tcp_port}"
+
+    def tcp_url(self, database: str = "postgres", **params: str) -> str:
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"postgresql://postgres@127.0.0.1:{self.tcp_port}/{database}" + (f"?{query}" if query else "")
+
+    def stop(self) -> None:
+        """Fast shutdown by the postmaster's PID (what Neon's suspend looks like to clients)."""
+        stop_embedded(self.pgdata)
+        self._server.cleanup()  # forget it, so get_server starts it again
+
+    def start(self) -> None:
+        if self.tcp_port is None:
+            self._server = _pgserver().get_server(self.pgdata, cleanup_mode=None)
+            return
+        from pgserver._commands import pg_ctl
+
+        options = f"-h 127.0.0.1 -p {self.tcp_port} -k {self.pgdata}"
+        pg_ctl(["-w", "-o", options, "-l", str(self.pgdata / "log"), "start"], pgdata=self.pgdata,
+               user=self.user, timeout=60)
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.url(), autocommit=True)
+
+    def close(self) -> None:
+        stop_embedded(self.pgdata)
+        try:
+            self._server.cleanup()
+        except Exception:  # noqa: BLE001 - already forgotten by stop()
+            pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextmanager
+def dedicated_server(**kw: int | None) -> Iterator[DedicatedServer]:
+    server = DedicatedServer(**kw)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def one_line_error(text: str) -> str:
+    """The single non-empty line of `text` (asserting there is exactly one, and no traceback)."""
+    assert "Traceback" not in text, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+# -- 1. TLS ------------------------------------------------------------------------------------
+
+SSL_REQUEST, GSSENC_REQUEST = 80877103, 80877104
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        data += chunk
+    return data
+
+
+class TlsTerminatingProxy:
+    """What Neon's proxy does in front of PostgreSQL: TLS with the client, plain TCP to the server.
+
+    pgserver's PostgreSQL is built without OpenSSL ("SSL is not supported by this build"), so
+    TLS is terminated here, in a thread of the test, with a certificate from a throw-away CA.
+    Like a `hostssl`-only server it refuses a client that does not ask for TLS. `handshakes`
+    holds the TLS version of every connection it forwarded.
+    """
+
+    def __init__(self, backend_port: int, cert: Path, key: Path) -> None:
+        self.backend_port = backend_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(str(cert), str(key))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.handshakes: list[str] = []
+        self.refused_plain = 0
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(client,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, client: socket.socket) -> None:
+        backend = None
+        try:
+            _length, code = struct.unpack("!II", _recv_exact(client, 8))
+            if code == GSSENC_REQUEST:
+                client.sendall(b"N")
+                _length, code = struct.unpack("!II", _recv_exact(client, 8))
+            if code != SSL_REQUEST:
+                self.refused_plain += 1
+                return
+            client.sendall(b"S")
+            tls = self.context.wrap_socket(client, server_side=True)
+            client = tls
+            self.handshakes.append(str(tls.version()))
+            backend = socket.create_connection(("127.0.0.1", self.backend_port))
+            while True:
+                readable, _, _ = select.select([tls, backend], [], [], 0.5)
+                if tls in readable or tls.pending():
+                    data = tls.recv(65536)
+                    if not data:
+                        return
+                    backend.sendall(data)
+                if backend in readable:
+                    data = backend.recv(65536)
+                    if not data:
+                        return
+                    tls.sendall(data)
+        except (OSError, ConnectionError, ssl.SSLError):
+            return
+        finally:
+            client.close()
+            if backend is not None:
+                backend.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+
+def _env_for(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "DATABASE_URL", "PG"))}
+    env.update({"DATABASE_URL": url, "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+def _db_upgrade(url: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*QBSYNC, "db", "upgrade"], env=_env_for(url), cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_sslmode_require_works_encrypted_and_a_server_without_tls_fails_in_one_line(tmp_path: Path) -> None:
+    import trustme
+
+    ca, other_ca = trustme.CA(), trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    cert, key, ca_file, other_ca_file = (tmp_path / n for n in ("server.crt", "server.key", "ca.pem", "other.pem"))
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    other_ca.cert_pem.write_to_path(str(other_ca_file))
+    with ExitStack() as stack:
+        server = stack.enter_context(dedicated_server(tcp_port=_free_port()))
+        proxy = TlsTerminatingProxy(server.tcp_port, cert, key)
+        stack.callback(proxy.close)
+        url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=require"
+
+        done = _db_upgrade(url, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "schema upgraded: applied 0001_initial" in done.stdout
+        assert proxy.handshakes and proxy.refused_plain == 0
+
+        db = Database(url, max_size=2)
+        try:
+            with db.transaction() as conn:
+                assert conn.pgconn.ssl_in_use
+                migrations = conn.execute("SELECT count(*) FROM quickbooks.schema_migrations").fetchone()[0]
+                conn.execute("INSERT INTO quickbooks.errors (service, message) VALUES ('test', 'over TLS')")
+            assert migrations >= 2
+            with db.transaction() as conn:
+                assert conn.execute("SELECT message FROM quickbooks.errors").fetchall() == [("over TLS",)]
+        finally:
+            db.close()
+        assert all(version.startswith("TLSv1.") for version in proxy.handshakes), proxy.handshakes
+        # a client that does not ask for TLS is refused, like a hostssl-only server does
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=disable",
+                            connect_timeout=5).close()
+        assert proxy.refused_plain == 1
+
+        # what Neon's documentation recommends: the server certificate checked against the CA
+        verified = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=verify-full&sslrootcert={ca_file}"
+        assert _db_upgrade(verified, tmp_path).returncode == 0
+        wrong_ca = verified.replace(str(ca_file), str(other_ca_file))
+        refused = _db_upgrade(wrong_ca, tmp_path)
+        assert refused.returncode == 1
+        assert "certificate verify failed" in one_line_error(refused.stderr)
+
+        # a server without TLS (the real PostgreSQL straight, its build has none): one clear line
+        plain = server.tcp_url(sslmode="require")
+        refused = _db_upgrade(plain, tmp_path)
+        assert refused.returncode == 1
+        line = one_line_error(refused.stderr)
+        assert line.startswith("qbsync: database unavailable: cannot connect to PostgreSQL:")
+        assert "server does not support SSL, but SSL was required" in line
+        db = Database(plain, max_size=2, timeout=2)
+        try:
+            with pytest.raises(DatabaseUnavailable) as raised:
+                with db.transaction():
+                    pass
+        finally:
+            db.close()
+        assert "server does not support SSL, but SSL was required" in raised.value.one_line()
+        assert "\n" not in raised.value.one_line()
+
+
+# -- 2. dropped connections ----------------------------------------------------------------------
+
+def _fill(db: Database, n: int) -> set[int]:
+    """Open `n` transactions at once so the pool holds `n` connections; their backend pids."""
+    with ExitStack() as stack:
+        conns = [stack.enter_context(db.transaction()) for _ in range(n)]
+        return {conn.execute("SELECT pg_backend_pid()").fetchone()[0] for conn in conns}
+
+
+def _terminate(admin_url: str, pids: set[int]) -> int:
+    """pg_terminate_backend each pid and wait for it to be gone (what Neon's suspend does)."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        return sum(1 for pid in pids
+                   if admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone()[0])
+
+
+def test_every_pooled_connection_killed_server_side_is_replaced_invisibly(database_url: str) -> None:
+    db = Database(database_url, max_size=8)  # the production pool size
+    try:
+        old = _fill(db, 8)
+        assert len(old) == 8
+        assert _terminate(database_url, old) == 8
+        # the next transaction must not see it: all eight dead ones are discarded, a fresh one serves
+        with db.transaction() as conn:
+            pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+            conn.execute("INSERT INTO quickbooks.errors (service, message) VALUES ('test', 'after suspend')")
+        assert pid not in old
+        again = _fill(db, 8)
+        assert not again & old
+        with db.transaction() as conn:
+            assert conn.execute("SELECT count(*) FROM quickbooks.errors WHERE message = 'after suspend'"
+                                ).fetchone() == (1,)
+
+        # killed in the middle of a transaction: one clear error, nothing of it committed, then fine
+        with pytest.raises(DatabaseUnavailable) as raised:
+            with db.transaction() as conn:
+                conn.execute("INSERT INTO quickbooks.errors (service, message) VALUES ('test', 'lost')")
+                _terminate(database_url, {conn.info.backend_pid})
+                conn.execute("SELECT 1")
+        assert "terminating connection due to administrator command" in raised.value.one_line()
+        assert "\n" not in raised.value.one_line()
+        with db.transaction() as conn:
+            assert conn.execute("SELECT count(*) FROM quickbooks.errors WHERE message = 'lost'").fetchone() == (0,)
+    finally:
+        db.close()
+
+
+def test_a_server_restart_between_transactions_is_survived_by_the_same_pool() -> None:
+    with dedicated_server() as server:
+        db = Database(server.url(), max_size=4, timeout=3)
+        try:
+            old = _fill(db, 4)
+            # restarted while idle: the next transaction simply works
+            server.stop()
+            server.start()
+            with db.transaction() as conn:
+                assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] not in old
+            old = _fill(db, 4)
+            # a transaction while it is down: DatabaseUnavailable naming the reason, on one line
+            server.stop()
+            with pytest.raises(DatabaseUnavailable) as raised:
+                with db.transaction():
+                    pass
+            message = raised.value.one_line()
+            assert "cannot connect to PostgreSQL" in message and "\n" not in message
+            assert "No such file or directory" in message  # libpq's reason, not only "timed out"
+            server.start()
+            # the worker pattern retries; the first try after the restart already succeeds
+            with db.transaction() as conn:
+                assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] not in old
+            assert len(_fill(db, 4)) == 4
+        finally:
+            db.close()
