@@ -385,3 +385,258 @@ def test_a_server_restart_between_transactions_is_survived_by_the_same_pool() ->
             assert len(_fill(db, 4)) == 4
         finally:
             db.close()
+
+
+# -- 3. PgBouncer transaction mode ---------------------------------------------------------------
+
+class RecordingDatabase(Database):
+    """The real pool; notes which backend served each transaction, on which thread."""
+
+    def __init__(self, url: str, **kw: int) -> None:
+        super().__init__(url, **kw)
+        self.used: list[tuple[int, int]] = []  # (thread id, backend pid), in order
+        self._used_lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with super().transaction() as conn:
+            with self._used_lock:
+                self.used.append((threading.get_ident(), conn.info.backend_pid))
+            yield conn
+
+
+def _workload(db: Database, settings, emulator) -> str:  # noqa: ANN001
+    """What the three workers do, through `db`: tokens stored, a full sync (concurrent listing,
+    COPY into ON COMMIT DROP temp tables, advisory xact locks, the shared request budget), a CDC
+    sync, a forced token refresh (row lock + SET LOCAL), a webhook delivery stored by the real
+    receiver and applied from the inbox, and a --full sync with delete reconciliation."""
+    import json
+
+    import requests
+
+    from services.inbox_apply import process_inbox
+    from services.sync import sync_realm
+    from services.tokens import refresh_realm
+    from services.webhook import ReceiverServer, make_app, sign
+    from test_sync import assert_exact, connect_realm
+
+    realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
+    first = sync_realm(db, settings, realm)
+    assert len(first) == 5 and all(o.status == "success" and o.kind == "full" for o in first), first
+    admin = emulator.admin
+    admin.mutate(realm, "Customer", "update", id=admin.entities(realm, "Customer")[0]["Id"])
+    second = sync_realm(db, settings, realm)
+    assert second and all(o.status == "success" and o.kind == "cdc" for o in second), second
+    assert refresh_realm(db, settings, realm, force=True, reason="test").refreshed
+
+    invoice = admin.mutate(realm, "Invoice", "update", id=admin.entities(realm, "Invoice")[0]["Id"])
+    body = json.dumps({"eventNotifications": [{"realmId": realm, "dataChangeEvent": {"entities": [
+        {"name": "Invoice", "id": invoice["Id"], "operation": "Update",
+         "lastUpdated": invoice["MetaData"]["LastUpdatedTime"]}]}}]}).encode()
+    receiver = ReceiverServer(make_app(db, settings), "127.0.0.1", 0).start()
+    try:
+        answer = requests.post(f"http://127.0.0.1:{receiver.port}/webhooks/quickbooks", data=body, timeout=30,
+                               headers={"intuit-signature": sign(settings.webhook_verifier_token.reveal(), body)})
+    finally:
+        receiver.stop()
+    assert answer.json() == {"stored": 1, "duplicates": 0}
+    assert process_inbox(db, settings).processed == 1
+
+    admin.mutate(realm, "Invoice", "delete", id=admin.entities(realm, "Invoice")[1]["Id"])
+    full = sync_realm(db, settings, realm, full=True)
+    assert full and all(o.status == "success" for o in full), full
+    assert_exact(db, emulator, realm)
+    return realm
+
+
+SESSION_STATE = """SELECT pg_backend_pid(),
+    (SELECT count(*) FROM pg_prepared_statements) AS prepared_statements,
+    (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema()) AS temp_tables,
+    (SELECT count(*) FROM pg_settings WHERE source = 'session') AS session_settings,
+    (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks,
+    (SELECT count(*) FROM pg_listening_channels()) AS listen_channels,
+    (SELECT count(*) FROM pg_cursors) AS cursors"""
+CLEAN = (0, 0, 0, 0, 0, 0)
+
+
+def _session_states(db: Database) -> dict[int, tuple[int, ...]]:
+    """SESSION_STATE of every idle pooled connection (all held at once, so each is asked)."""
+    idle = db._pool.get_stats().get("pool_available", 0)
+    with ExitStack() as stack:
+        conns = [stack.enter_context(db.transaction()) for _ in range(idle)]
+        rows = [conn.execute(SESSION_STATE).fetchone() for conn in conns]
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
+def test_session_state_detector_sees_what_pgbouncer_would_break(database_url: str) -> None:
+    """The check below can fail: a session that prepares, keeps a temp table, SETs, locks, LISTENs."""
+    with psycopg.connect(database_url, autocommit=True, prepare_threshold=0) as conn:
+        conn.execute("SELECT 1 WHERE %s", (True,))
+        conn.execute("CREATE TEMP TABLE kept (id int)")
+        conn.execute("SET work_mem = '8MB'")
+        conn.execute("SELECT pg_advisory_lock(42)")
+        conn.execute("LISTEN qbsync_test")
+        with conn.transaction():
+            prepared, temp, settings, locks, channels, _cursors = conn.execute(SESSION_STATE).fetchone()[1:]
+    assert prepared >= 1 and (temp, settings, locks, channels) == (1, 1, 1, 1)
+
+
+def test_pooled_sessions_hold_no_state_after_a_real_workload(database_url: str, settings, emulator) -> None:  # noqa: ANN001
+    db = RecordingDatabase(database_url, max_size=8)
+    try:
+        _workload(db, settings, emulator)
+        states = _session_states(db)
+    finally:
+        db.close()
+    assert len(states) >= 2, "the workload should have used several connections"
+    assert set(states) <= {pid for _, pid in db.used}, "inspected connections must be the workload's own"
+    assert {pid: state for pid, state in states.items() if state != CLEAN} == {}
+
+
+class FreshBackendDatabase(RecordingDatabase):
+    """Every transaction on a brand-new backend: the connection is marked expired before it goes
+    back, so the pool closes it (psycopg_pool's max_lifetime check) and the next one is new."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        with super().transaction() as conn:
+            yield conn
+            conn._expire_at = 0.0  # test-only: psycopg_pool discards an expired connection on return
+
+
+def test_the_workload_works_when_every_transaction_gets_a_new_backend(database_url: str, settings,  # noqa: ANN001
+                                                                      emulator) -> None:
+    """Nothing relies on session state left by an earlier transaction (prepared statements,
+    temp tables, SET, session locks): each of the workload's transactions is on a new backend."""
+    db = FreshBackendDatabase(database_url, max_size=8)
+    try:
+        _workload(db, settings, emulator)
+    finally:
+        db.close()
+    pids = [pid for _, pid in db.used]
+    assert len(pids) > 50 and len(set(pids)) == len(pids)
+
+
+def test_the_workload_works_on_three_rotating_shared_backends(database_url: str, settings, emulator) -> None:  # noqa: ANN001
+    """PgBouncer in transaction mode hands each transaction any of a few server connections,
+    shared by every code path. psycopg_pool hands out the least recently used idle connection,
+    so with three always open every code path runs on sessions the others used before; the
+    workload still ends exact and the sessions clean."""
+    db = RecordingDatabase(database_url, min_size=3, max_size=3)
+    try:
+        db._pool.wait(timeout=30)
+        _workload(db, settings, emulator)
+        states = _session_states(db)
+    finally:
+        db.close()
+    served: dict[int, int] = {}
+    for _, pid in db.used:
+        served[pid] = served.get(pid, 0) + 1
+    assert len(served) == 3 and min(served.values()) >= 10, served
+    assert set(states) == set(served) and all(state == CLEAN for state in states.values()), states
+
+
+# PgBouncer (transaction mode) breaks whatever outlives a transaction on the server connection.
+SESSION_SQL = [
+    ("session-level advisory lock (use pg_advisory_xact_lock)",
+     re.compile(r"\bpg_(try_)?advisory_(lock|unlock)(_shared|_all)?\s*\(", re.I)),
+    ("LISTEN (a channel belongs to a session)", re.compile(r"(^|;)\s*(UN)?LISTEN\s+[\w\"*]", re.I)),
+    ("SET without LOCAL (persists in the session after commit)",
+     re.compile(r"(^|;)\s*(RESET\s+\w|SET\s+(SESSION\s+)?(?!LOCAL\b)[\w.]+\s*(=|TO\b))", re.I)),
+    ("set_config(..., false) (session-wide)", re.compile(r"set_config\s*\([^)]*,\s*false\s*\)", re.I)),
+    ("SQL-level PREPARE/DEALLOCATE (a prepared statement belongs to a session)",
+     re.compile(r"(^|;)\s*(PREPARE\s+\w+\s*(\(|AS\b)|DEALLOCATE\b)", re.I)),
+    ("cursor WITH HOLD (outlives the transaction)", re.compile(r"\bWITH\s+HOLD\b", re.I)),
+    ("session settings via SET SESSION AUTHORIZATION/ROLE", re.compile(r"(^|;)\s*SET\s+(ROLE|SESSION\s+AUTH)", re.I)),
+]
+TEMP_TABLE = re.compile(r"CREATE\s+(GLOBAL\s+|LOCAL\s+)?TEMP(ORARY)?\s+TABLE\b", re.I)
+
+
+def _sql_findings(text: str) -> list[str]:
+    found = [name for name, pattern in SESSION_SQL if pattern.search(text)]
+    for statement in text.split(";"):
+        if TEMP_TABLE.search(statement) and not re.search(r"ON\s+COMMIT\s+DROP", statement, re.I):
+            found.append("CREATE TEMP TABLE without ON COMMIT DROP (stays in the session)")
+    return found
+
+
+def _python_strings(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """Every string literal that is not a docstring/bare expression; f-strings with {} holes."""
+    bare = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Expr)}
+    bare |= {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
+    for node in ast.walk(tree):
+        if id(node) in bare:
+            continue
+        if isinstance(node, ast.JoinedStr):
+            yield node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+
+
+def _call_name(node: ast.Call) -> str:
+    return ast.unparse(node.func)
+
+
+def pgbouncer_findings(path: Path, text: str) -> list[str]:
+    """What in one source file (.py or .sql) relies on session state."""
+    if path.suffix == ".sql":
+        stripped = re.sub(r"--[^\n]*", "", text)
+        return [f"{path}: {what}" for what in _sql_findings(stripped)]
+    tree = ast.parse(text)
+    out = [f"{path}:{line}: {what}" for line, s in _python_strings(tree) for what in _sql_findings(s)]
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = _call_name(node)
+        if path.name != "connection.py" and re.search(r"(^|\.)(psycopg\.connect|Connection\.connect|"
+                                                      r"ConnectionPool|AsyncConnectionPool)$", name):
+            out.append(f"{path}:{node.lineno}: {name}() outside db/connection.py"
+                       " (bypasses prepare_threshold=None)")
+        for kw in node.keywords:
+            value = ast.unparse(kw.value)
+            if kw.arg == "prepare" and value != "False" or kw.arg == "prepare_threshold" and value != "None":
+                out.append(f"{path}:{node.lineno}: {kw.arg}={value} (server-side prepared statement)")
+            if kw.arg == "withhold" and value != "False":
+                out.append(f"{path}:{node.lineno}: withhold cursor (outlives the transaction)")
+    return out
+
+
+def test_the_pgbouncer_scanner_flags_each_session_level_construct(tmp_path: Path) -> None:
+    bad = {
+        "lock.py": 'conn.execute("SELECT pg_advisory_lock(%s)", (1,))',
+        "trylock.py": 'conn.execute(f"SELECT pg_try_advisory_lock({key})")',
+        "listen.py": 'conn.execute("LISTEN qbsync_changes")',
+        "set.py": 'conn.execute("SET statement_timeout = 5000")',
+        "setsession.py": 'conn.execute("SET SESSION lock_timeout TO \'1s\'")',
+        "setconfig.py": "conn.execute(\"SELECT set_config('work_mem', '8MB', false)\")",
+        "temp.py": 'conn.execute("CREATE TEMP TABLE stage (id text)")',
+        "ftemp.py": 'conn.execute(f"CREATE TEMPORARY TABLE {name} (id text) ON COMMIT DELETE ROWS")',
+        "prepare.py": 'conn.execute("SELECT 1", prepare=True)',
+        "threshold.py": 'psycopg.connect(url, prepare_threshold=5)',
+        "connect.py": 'import psycopg\nconn = psycopg.connect(url)',
+        "hold.py": 'conn.cursor("c", withhold=True)',
+        "0009_x.sql": "SET search_path = quickbooks;\nCREATE TABLE t (id int);",
+    }
+    for name, source in bad.items():
+        path = tmp_path / name
+        path.write_text(source)
+        assert pgbouncer_findings(path, path.read_text()), f"{name} should be flagged"
+    good = {
+        "ok.py": '"""Set `deleted_at` for rows."""\nconn.execute("SET LOCAL lock_timeout = \'120s\'")\n'
+                 'conn.execute("SELECT pg_advisory_xact_lock(%s)", (1,))\n'
+                 'conn.execute("CREATE TEMP TABLE IF NOT EXISTS s (id text) ON COMMIT DROP")\n'
+                 'conn.execute("UPDATE t SET a = 1")\nlog.info("listening on %s", url)',
+    }
+    for name, source in good.items():
+        path = tmp_path / name
+        path.write_text(source)
+        assert pgbouncer_findings(path, path.read_text()) == []
+
+
+def test_no_session_level_sql_in_services_db_or_tui() -> None:
+    findings = []
+    for folder in ("services", "db", "tui"):
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
+                findings += pgbouncer_findings(path.relative_to(ROOT), path.read_text(encoding="utf-8"))
+    assert findings == []
