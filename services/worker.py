@@ -48,9 +48,23 @@ class Stop:
         signal.signal(signal.SIGINT, _handler)
 
 
+def _one_line(exc: BaseException) -> str:
+    """`Type: first line of the message` (a QBSyncError's own one_line), never a traceback."""
+    from services.errors import QBSyncError
+
+    if isinstance(exc, QBSyncError):
+        return f"{type(exc).__name__}: {exc.one_line()}"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def run_worker(name: str, restart_delay_s: float, body: Callable[[Stop], None],
                stop: Stop | None = None) -> int:
-    """Run `body(stop)` with PM2 semantics; return the process exit status."""
+    """Run `body(stop)` with PM2 semantics; return the process exit status.
+
+    0: the body returned (after SIGTERM). 2: ConfigError, logged on one line, at once.
+    1: any other exception, logged on one line (traceback at DEBUG), after `restart_delay_s`
+    unless SIGTERM/SIGINT arrives first (then at once)."""
     log = logging.getLogger(name)
     stop = stop or Stop()
     stop.install_signal_handlers()
@@ -61,7 +75,8 @@ def run_worker(name: str, restart_delay_s: float, body: Callable[[Stop], None],
         log.error("configuration error: %s", exc.one_line())
         return EXIT_CONFIG
     except Exception as exc:  # noqa: BLE001 - the last line of defence of a supervised worker
-        log.exception("%s failed: %s: %s", name, type(exc).__name__, exc)
+        log.error("%s failed: %s", name, _one_line(exc))
+        log.debug("%s failure traceback", name, exc_info=True)  # LOG_LEVEL=DEBUG shows where
         if stop.requested:
             return EXIT_RUNTIME
         log.info("waiting %.0f s (restart delay) before exiting", restart_delay_s)
