@@ -137,12 +137,6 @@ class _Statements:
         self.stage = f"_qbs_stage_{spec.table}"
         self.create_stage = f"CREATE TEMP TABLE IF NOT EXISTS {self.stage} (id text, raw jsonb) ON COMMIT DROP"
         self.copy_stage = f"COPY {self.stage} (id, raw) FROM STDIN"
-        # a whole query page as served: PostgreSQL parses it once and splits it into objects
-        self.page_stage = (
-            f"INSERT INTO {self.stage} (id, raw) SELECT e ->> 'Id', e"
-            f" FROM jsonb_array_elements(%(page)s::jsonb -> 'QueryResponse' -> %(key)s) AS e"
-            f" RETURNING id")
-        self.unstage = f"DELETE FROM {self.stage} WHERE id = ANY(%s)"
         updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
         self.upsert = (
             f"INSERT INTO {spec.qualified_table} AS t (realm_id, id, {', '.join(cols)}, raw, deleted_at,"
@@ -171,6 +165,47 @@ class _Statements:
             )
             self.line_insert_all = insert
             self.line_insert_some = insert + " AND s.id = ANY(%s)"
+        self.page_upsert, self.page_lines = self._page_statements(spec, cols, exprs, updates)
+
+    def _page_statements(self, spec: EntitySpec, cols: list[str], exprs: list[str],
+                         updates: str) -> tuple[str, tuple[str, str] | None]:
+        """One statement per query page as served: PostgreSQL parses the page once, splits
+        `QueryResponse -> key` into objects, upserts them newer-wins and inserts the lines of
+        the documents it inserted; it returns (every id, written ids, ids of written rows that
+        existed before). The lines of those updated documents are replaced by `page_lines`
+        (deleting and inserting the same line keys within one statement is not safe), reading the stored raw, so nothing is parsed twice."""
+        upsert = (
+            "WITH s AS MATERIALIZED (SELECT e ->> 'Id' AS id, e AS raw"
+            " FROM jsonb_array_elements(%(page)s::jsonb -> 'QueryResponse' -> %(key)s) AS e),"
+            f" w AS (INSERT INTO {spec.qualified_table} AS t (realm_id, id, {', '.join(cols)}, raw, deleted_at,"
+            f" merged_into, synced_at)"
+            f" SELECT %(realm)s, s.id, {', '.join(exprs)}, s.raw, NULL, NULL, now() FROM s ORDER BY s.id"
+            f" ON CONFLICT (realm_id, id) DO UPDATE SET {updates}, raw = EXCLUDED.raw,"
+            f" deleted_at = NULL, merged_into = NULL, synced_at = EXCLUDED.synced_at"
+            f" WHERE {_newer_sql('EXCLUDED', 't')}"
+            f" RETURNING t.id, t.raw, (t.xmax <> 0) AS updated)")
+        if spec.line is None:
+            upsert += " SELECT (SELECT array_agg(id) FROM s), (SELECT array_agg(id) FROM w), NULL::text[]"
+            return upsert, None
+        line = spec.line
+        lcols = [c.name for c in line.columns]
+        lexprs = [c.sql_expr("l.value") for c in line.columns]
+        lq = f"quickbooks.{line.table}"
+
+        def lines_from(src: str) -> str:
+            return (f"INSERT INTO {lq} (realm_id, {line.fk}, position, {', '.join(lcols)})"
+                    f" SELECT %(realm)s, {src}.id, (l.ord - 1)::integer, {', '.join(lexprs)}"
+                    f" FROM {src} CROSS JOIN LATERAL jsonb_array_elements("
+                    f"CASE WHEN jsonb_typeof({src}.raw -> 'Line') = 'array' THEN {src}.raw -> 'Line'"
+                    f" ELSE '[]'::jsonb END) WITH ORDINALITY AS l(value, ord)"
+                    f" WHERE jsonb_typeof(l.value) = 'object'")
+        upsert += (f", l AS ({lines_from('w')} AND NOT w.updated)"
+                   " SELECT (SELECT array_agg(id) FROM s), (SELECT array_agg(id) FROM w),"
+                   " (SELECT array_agg(id) FROM w WHERE updated)")
+        relines = (f"DELETE FROM {lq} WHERE realm_id = %(realm)s AND {line.fk} = ANY(%(ids)s)",
+                   lines_from("t").replace("FROM t CROSS", f"FROM {spec.qualified_table} AS t CROSS")
+                   + " AND t.realm_id = %(realm)s AND t.id = ANY(%(ids)s)")
+        return upsert, relines
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -265,28 +300,25 @@ def upsert_page(conn: psycopg.Connection, spec: EntitySpec, realm_id: str, body:
 
     PostgreSQL parses the body (jsonb keeps every digit, so `raw` and every numeric column are
     exact), splits `QueryResponse -> key` into objects and extracts columns and lines with the
-    same mapping as `upsert_objects`. `claim(ids)` (optional) gets the page's ids and returns
-    those already written by an earlier page of the same listing: they are dropped. The
-    result's `written_ids` are the rows written; `received` counts the page's new objects,
-    and `present_ids` (attribute) all ids of the page.
+    same mapping as `upsert_objects`; documents written replace their lines. `claim(ids)`
+    (optional) gets the page's ids and returns those an earlier page of the same listing
+    already had (overlapping pages): they are not counted again (writing them again changed
+    nothing, being the same version). The result's `present_ids` are all ids of the page.
     """
-    result = UpsertResult()
     if spec.company:
         raise ValueError("upsert_page is for query pages of ordinary entities")
     st = _statements(spec)
     with conn.cursor() as cur:
-        cur.execute(st.create_stage)
-        cur.execute(f"TRUNCATE {st.stage}")
-        cur.execute(st.page_stage, {"page": Jsonb(body, dumps=_as_is), "key": key})
-        ids = [row[0] for row in cur.fetchall()]
-        result.present_ids = ids
-        dropped = claim(ids) if claim is not None else []
-        if dropped:
-            cur.execute(st.unstage, (list(dropped),))
-        result.received = len(ids) - len(dropped)
-        if result.received:
-            _write_staged(cur, spec, st, realm_id, result.received, result)
-    return result
+        cur.execute(st.page_upsert, {"page": Jsonb(body, dumps=_as_is), "key": key, "realm": realm_id})
+        every, written, updated = cur.fetchone()
+        every, written = every or [], written or []
+        if updated and st.page_lines is not None:
+            for statement in st.page_lines:
+                cur.execute(statement, {"realm": realm_id, "ids": updated})
+    repeated = claim(every) if claim is not None else []
+    received = len(every) - len(repeated)
+    return UpsertResult(received=received, written=len(written), skipped=max(0, received - len(written)),
+                        written_ids=written, present_ids=every)
 
 
 def upsert_company(conn: psycopg.Connection, realm_id: str, obj: dict,

@@ -542,3 +542,61 @@ def test_persistent_429_and_503_give_up_after_max_attempts(db, settings, emulato
     with pytest.raises(ServerError):
         client.count("Customer")
     assert client.api_calls == 2 * MAX_ATTEMPTS
+
+
+# -- query_page: one page as served, for the sync's PostgreSQL-side parsing ----------------------
+
+def test_query_page_returns_the_recorded_body_as_served(db, database_url, serve) -> None:  # noqa: ANN001
+    recorded = (SAMPLES / "query_response_customers.json").read_bytes()
+    server = serve(lambda rec: (200, {"Content-Type": "application/json"}, recorded))
+    client = _client(db, server, database_url)
+    page = client.query_page("Customer", "Active IN (true,false)", "Id", 1001)
+    assert server.requests[0].query["query"] == (
+        "SELECT * FROM Customer WHERE Active IN (true,false) ORDERBY Id STARTPOSITION 1001 MAXRESULTS 1000")
+    served = json.loads(recorded, parse_float=Decimal)
+    objects = served["QueryResponse"]["Customer"]
+    assert page.body == recorded  # byte for byte: PostgreSQL parses it, digits intact
+    assert (page.key, page.count, page.start_position) == ("Customer", len(objects), 1001)
+    assert page.time == parse_qbo_time(served["time"])
+    assert [o["Id"] for o in page.objects()] == [o["Id"] for o in objects]
+
+
+def test_query_page_reads_unusual_envelopes_by_parsing(db, database_url, serve) -> None:  # noqa: ANN001
+    bodies = [
+        # keys in another order, lower-case entity key, whitespace: the full parse path
+        b'{ "time": "' + TIME.encode() + b'", "QueryResponse": {"maxResults": 2, "customer": '
+        b'[{"Id": "7", "Balance": 1.10}, {"Id": "8"}], "startPosition": 1} }',
+        b'{"QueryResponse":{},"time":"' + TIME.encode() + b'"}',  # an empty page
+    ]
+    server = serve(lambda rec: (200, {}, bodies[len(server.requests) - 1]))
+    client = _client(db, server, database_url)
+    first = client.query_page("Customer")
+    assert (first.key, first.count, first.time) == ("customer", 2, parse_qbo_time(TIME))
+    assert first.body == bodies[0] and [o["Id"] for o in first.objects()] == ["7", "8"]
+    empty = client.query_page("Customer", start_position=1001)
+    assert (empty.key, empty.count, empty.objects()) == (None, 0, [])
+
+
+def test_query_page_still_raises_on_a_fault_in_a_200_body(db, database_url, serve) -> None:  # noqa: ANN001
+    server = serve(lambda rec: (200, {}, (SAMPLES / "fault_validation.json").read_bytes()))
+    with pytest.raises(FatalQBOError):
+        _client(db, server, database_url).query_page("Customer")
+    server2 = serve(lambda rec: (200, {}, b"<html>proxy login</html>"))
+    with pytest.raises(ServerError):
+        _client(db, server2, database_url).query_page("Customer")
+    assert len(server2.requests) == MAX_ATTEMPTS
+    with pytest.raises(ValueError):
+        _client(db, server, database_url).query_page("Customer", select="Id; DROP")
+
+
+def test_query_page_selects_ids_only_from_the_emulator(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=1203, estimates=1)
+    client = QBOClient(db, settings, realm)
+    pages = [client.query_page("Invoice", start_position=s, select="Id") for s in (1, 1001)]
+    assert [p.count for p in pages] == [1000, 203]
+    ids = [o["Id"] for p in pages for o in p.objects()]
+    assert ids == [o["Id"] for o in emulator.admin.entities(realm, "Invoice")]
+    assert all(set(o) == {"Id"} for p in pages for o in p.objects())
+    full = client.query_page("Invoice", start_position=1201)
+    assert full.count == 3 and json.loads(full.body, parse_float=Decimal)["QueryResponse"]["Invoice"] == \
+        emulator.admin.entities(realm, "Invoice")[1200:]

@@ -6,7 +6,8 @@ import copy
 import json
 from decimal import Decimal
 
-from db.upserts import apply_objects, dump_raw, mark_deleted, mark_merged, reconcile_missing, upsert_company, upsert_objects
+from db.upserts import (apply_objects, dump_raw, mark_deleted, mark_merged, reconcile_missing, upsert_company,
+                        upsert_objects, upsert_page)
 from services.entities import ENTITIES
 from samples import SAMPLES
 
@@ -202,5 +203,96 @@ def test_text_with_backslashes_tabs_quotes_and_newlines_round_trips(db) -> None:
     odd = newer(base, "2017-01-01T00:00:00Z", "2", DisplayName='C:\\dir\t"q"\nline2 \u00e9\u4e2d\\n')
     with db.transaction() as conn:
         assert upsert_objects(conn, CUSTOMER, REALM, [odd]).written == 1
+    assert fetch(db, "SELECT display_name FROM quickbooks.customers") == [(odd["DisplayName"],)]
+    assert raw_of(db, "customers", odd["Id"]) == odd
+
+
+# -- upsert_page: a query page handed to PostgreSQL as QBO served it ------------------------------
+
+def page_of(entity: str, *objects: dict, extra: bytes = b"") -> bytes:
+    """A query page body as QBO writes it (Decimals with their own digits)."""
+    inner = ",".join(dump_raw(o) for o in objects).encode()
+    return (b'{"QueryResponse":{"' + entity.encode() + b'":[' + inner + b'],"startPosition":1,"maxResults":'
+            + str(len(objects)).encode() + b"}" + extra + b',"time":"2026-11-22T06:03:53.903-08:00"}')
+
+
+def lines_of(db, ident: str) -> list[tuple]:  # noqa: ANN001
+    return fetch(db, "SELECT position, line_id, amount::text, qty::text, unit_price::text FROM quickbooks.invoice_line_items"
+                 " WHERE realm_id = %s AND invoice_id = %s ORDER BY position", REALM, ident)
+
+
+def test_page_columns_lines_and_raw_equal_the_served_json(db) -> None:  # noqa: ANN001
+    created = sample("invoice_created_real.json")["Invoice"]
+    other = sample("invoice.json")["Invoice"]
+    body = page_of("Invoice", created, other)
+    with db.transaction() as conn:
+        paged = upsert_page(conn, INVOICE, REALM, body, "Invoice")
+    assert (paged.received, paged.written, sorted(paged.present_ids)) == (2, 2, sorted([created["Id"], other["Id"]]))
+    via_page = fetch(db, "SELECT * FROM quickbooks.invoices ORDER BY id")
+    page_lines = fetch(db, "SELECT * FROM quickbooks.invoice_line_items ORDER BY invoice_id, position")
+    for obj in (created, other):  # raw is the served object, digit for digit
+        assert raw_of(db, "invoices", obj["Id"]) == obj
+    (raw_text,), = fetch(db, "SELECT raw->'Line'->0->>'Amount' FROM quickbooks.invoices WHERE id = %s", created["Id"])
+    assert raw_text == str(created["Line"][0]["Amount"])
+    with db.transaction() as conn:  # the same objects through the Python-parsed path give the same rows
+        conn.execute("DELETE FROM quickbooks.invoices"); conn.execute("DELETE FROM quickbooks.invoice_line_items")
+        upsert_objects(conn, INVOICE, REALM, [created, other])
+    strip = lambda rows: [tuple(v for i, v in enumerate(r) if i != SYNCED_AT) for r in rows]  # noqa: E731
+    assert strip(fetch(db, "SELECT * FROM quickbooks.invoices ORDER BY id")) == strip(via_page)
+    assert fetch(db, "SELECT * FROM quickbooks.invoice_line_items ORDER BY invoice_id, position") == page_lines
+
+
+SYNCED_AT = 17  # quickbooks.invoices column index of synced_at (checked below)
+
+
+def test_synced_at_index_matches_the_table(db) -> None:  # noqa: ANN001
+    with db.transaction() as conn:
+        cols = [c.name for c in conn.execute("SELECT * FROM quickbooks.invoices LIMIT 0").description]
+    assert cols[SYNCED_AT] == "synced_at"
+
+
+def test_page_newer_wins_replaces_lines_and_claims_repeated_ids(db) -> None:  # noqa: ANN001
+    base = sample("invoice_created_real.json")["Invoice"]
+    ident = base["Id"]
+    with db.transaction() as conn:
+        upsert_page(conn, INVOICE, REALM, page_of("Invoice", base), "Invoice")
+    before = fetch(db, "SELECT synced_at, xmin::text FROM quickbooks.invoices")
+    with db.transaction() as conn:  # the same version again: nothing written, not even synced_at
+        again = upsert_page(conn, INVOICE, REALM, page_of("Invoice", base), "Invoice")
+    assert (again.written, again.skipped) == (0, 1)
+    assert fetch(db, "SELECT synced_at, xmin::text FROM quickbooks.invoices") == before
+    changed = copy.deepcopy(base)
+    changed["MetaData"]["LastUpdatedTime"] = "2030-01-01T00:00:00-08:00"
+    changed["SyncToken"] = "9"
+    changed["Line"] = [dict(changed["Line"][0], Amount=Decimal("12.340"), Id="7")]
+    older = copy.deepcopy(base)
+    older["MetaData"]["LastUpdatedTime"] = "2001-01-01T00:00:00-08:00"
+    older["Id"] = "older-" + ident
+    seen: set[str] = {"older-" + ident}  # an earlier overlapping page already had this one
+
+    def claim(ids: list[str]) -> list[str]:
+        repeated = [i for i in ids if i in seen]
+        seen.update(ids)
+        return repeated
+
+    with db.transaction() as conn:
+        result = upsert_page(conn, INVOICE, REALM, page_of("Invoice", changed, older), "Invoice", claim=claim)
+    # the claimed id is not counted again (it is new to this table, so it is still written)
+    assert result.received == 1 and sorted(result.written_ids) == sorted([ident, "older-" + ident])
+    detail = changed["Line"][0].get("SalesItemLineDetail") or {}
+    as_text = lambda v: None if v is None else str(v)  # noqa: E731
+    assert lines_of(db, ident) == [(0, "7", "12.340", as_text(detail.get("Qty")), as_text(detail.get("UnitPrice")))]
+    assert raw_of(db, "invoices", ident) == changed
+    with db.transaction() as conn:  # an older copy of a written document changes nothing
+        stale = upsert_page(conn, INVOICE, REALM, page_of("Invoice", base), "Invoice")
+    assert stale.written == 0 and raw_of(db, "invoices", ident) == changed and len(lines_of(db, ident)) == 1
+
+
+def test_page_with_an_unexpected_key_case_and_text_escapes(db) -> None:  # noqa: ANN001
+    base = sample("customer.json")["Customer"]
+    odd = newer(base, "2017-01-01T00:00:00Z", "2", DisplayName='C:\\dir\t"q"\nline2 \u00e9\u4e2d\\n')
+    with db.transaction() as conn:
+        result = upsert_page(conn, CUSTOMER, REALM, page_of("customer", odd), "customer")
+    assert result.written == 1
     assert fetch(db, "SELECT display_name FROM quickbooks.customers") == [(odd["DisplayName"],)]
     assert raw_of(db, "customers", odd["Id"]) == odd
