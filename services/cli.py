@@ -23,7 +23,7 @@ COMMANDS: dict[str, str] = {
     "token refresh": "services.tokenup:cmd_token_refresh",
     "token revoke": "services.tokenup:cmd_token_revoke",
     "tokenup": "services.tokenup:cmd_tokenup",
-    "sync": "services.sync:cmd_sync",
+    "sync": "services.syncworker:cmd_sync",
     "webhook": "services.webhook:cmd_webhook",
     "status": "services.status:cmd_status",
     "tui": "tui.app:cmd_tui",
