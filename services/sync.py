@@ -3,7 +3,10 @@
 For each due (realm, entity) (SPEC section 6):
 - **full** — no cursor yet, or `--full`: a complete listing (`SELECT *`, ORDERBY Id, MAXRESULTS
   1000; name lists with `Active IN (true,false)`), pages fetched concurrently by Id range (up
-  to QBO_MAX_CONCURRENCY in flight) and written one transaction per page. The cursor is QBO's
+  to QBO_MAX_CONCURRENCY in flight for the realm, shared by the entities' listings, which run
+  side by side) and written one transaction per page: the page's JSON goes to PostgreSQL as
+  served and PostgreSQL splits it, extracts columns and lines and upserts (db/upserts.py
+  `upsert_page`), so Python never parses the objects. The cursor is QBO's
   server time of the FIRST page (taken before the rest is read, so nothing changed during the
   load is missed) and is stored only after the last page is committed. `--full` also
   reconciles: live local rows missing from the listing get `deleted_at`.
@@ -12,10 +15,12 @@ For each due (realm, entity) (SPEC section 6):
   A response of 1,000 objects is treated as truncated: the entities are asked one by one, and
   an entity still truncated is resolved without CDC (below).
 - **window** — an entity whose cursor is older than CDC's 30 days (minus a day of margin, by
-  QBO's clock), or whose CDC stays truncated: entities that cannot lose rows (Item) take a
-  windowed query `MetaData.LastUpdatedTime >= cursor` (paged, complete); entities whose rows
-  can vanish (hard-deleted transactions, merged customers) take a complete listing plus an id
-  reconciliation, because a query never shows deletions.
+  QBO's clock), or whose CDC stays truncated: a windowed query `MetaData.LastUpdatedTime >=
+  cursor` (paged, complete for live rows); for entities whose rows can vanish (hard-deleted
+  transactions, merged customers) the delete markers a truncated CDC did show are applied, a
+  COUNT of QBO's rows older than the window is compared with the local live rows, and only if
+  they differ an id reconciliation lists `SELECT Id` pages (ids only) and marks missing rows
+  deleted. A burst of 1,001 changes costs a window, not a company's worth of objects.
 - CompanyInfo is read on a realm's first sync, on `--full` and once a day (it is not in CDC).
 
 Every run is a `quickbooks.sync_runs` row (kind, trigger, times, status, rows fetched/upserted/

@@ -369,3 +369,73 @@ def _outage_scenario(db, settings, emulator, pg_server) -> None:  # noqa: ANN001
                             (realm,)).fetchone() in (None, (None,))
     assert ok(sync_realm(db, settings, realm))  # retried later: completes, exact
     assert_exact(db, emulator, realm)
+
+
+def _recording_factory(db, settings, realm: str, log: list[tuple[str, int]]):  # noqa: ANN001, ANN202
+    """Clients whose every query is recorded as (statement, body bytes)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    lock = threading.Lock()
+
+    def hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if "/query" in response.url and response.status_code == 200:
+            statement = parse_qs(urlsplit(response.url).query)["query"][0]
+            with lock:
+                log.append((statement, len(response.content)))
+
+    def factory() -> SyncClient:
+        session = requests.Session()
+        session.hooks["response"].append(hook)
+        return SyncClient(db, settings, realm, session=session)
+    return factory
+
+
+def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings, emulator) -> None:  # noqa: ANN001
+    realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=8000, estimates=3)
+    full_log: list[tuple[str, int]] = []
+    assert ok(sync_realm(db, settings, realm, client_factory=_recording_factory(db, settings, realm, full_log)))
+    full_log = [(s, n) for s, n in full_log if " FROM Invoice" in s]  # the Invoice listing's cost
+    full_calls, full_bytes = len(full_log), sum(n for _, n in full_log)
+    state = emulator.state
+    invoices = emulator.admin.entities(realm, "Invoice")
+    # 1. deletes first, then 1,050 updates: CDC (oldest first) still shows the deletes, and the
+    #    count check proves nothing else vanished: a window and one COUNT, no id listing
+    for invoice in invoices[:4]:
+        state.mutate(realm, "Invoice", "delete", id=invoice["Id"])
+    for invoice in invoices[10:1060]:
+        state.mutate(realm, "Invoice", "update", id=invoice["Id"])
+    emulator.admin.advance_clock(60)  # the next window starts after this burst (by a minute)
+    emulator.admin.reset_counts()
+    log: list[tuple[str, int]] = []
+    (outcome,) = sync_realm(db, settings, realm, entities=["Invoice"],
+                            client_factory=_recording_factory(db, settings, realm, log))
+    assert outcome.status == "success" and outcome.kind == "window", outcome.error
+    assert outcome.rows_deleted == 4
+    assert not any(s.startswith("SELECT Id") for s, _ in log)  # no reconciliation needed
+    assert all("LastUpdatedTime" in s for s, _ in log)  # every query is windowed
+    assert data_calls(emulator, realm)["query"] == len(log) <= full_calls // 2
+    assert sum(n for _, n in log) < full_bytes / 4
+    assert_exact(db, emulator, realm)
+    # 2. 1,050 updates, then deletes the capped CDC cannot show: the counts differ, so the
+    #    deletes are found by an id-only listing; still a fraction of a full listing's bytes
+    emulator.admin.advance_clock(120)  # the first burst is older than this window
+    for invoice in invoices[1100:2150]:
+        state.mutate(realm, "Invoice", "update", id=invoice["Id"])
+    for invoice in invoices[7000:7003]:
+        state.mutate(realm, "Invoice", "delete", id=invoice["Id"])
+    state.mutate(realm, "Invoice", "create")
+    log.clear()
+    (outcome,) = sync_realm(db, settings, realm, entities=["Invoice"],
+                            client_factory=_recording_factory(db, settings, realm, log))
+    assert outcome.status == "success" and outcome.kind == "window", outcome.error
+    assert outcome.rows_deleted == 3
+    id_pages = [n for s, n in log if s.startswith("SELECT Id FROM Invoice")]
+    object_pages = [n for s, n in log if s.startswith("SELECT * FROM Invoice")]
+    assert id_pages and all("LastUpdatedTime" in s for s, _ in log if s.startswith("SELECT * "))
+    assert len(object_pages) == 2 and sum(n for _, n in log) < full_bytes / 4
+    assert_exact(db, emulator, realm)
+    assert ok(sync_realm(db, settings, realm))
+    emulator.admin.reset_counts()
+    assert ok(sync_realm(db, settings, realm))  # back on one CDC call
+    assert data_calls(emulator, realm) == {"query": 0, "cdc": 1, "read": 0, "companyinfo": 0}
+    assert_exact(db, emulator, realm)
