@@ -25,6 +25,7 @@ __all__ = ["Database", "resolve_database_url", "connect", "open_database"]
 
 log = logging.getLogger("qbsync.db")
 CONNECT_TIMEOUT_S = 10
+WAIT_SLICE_S = 0.25  # how often a caller waiting for a connection looks whether connecting failed
 
 
 def resolve_database_url(settings, *, announce: bool = True) -> str:  # noqa: ANN001
@@ -57,15 +58,26 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-class _QuietDiscards(logging.Filter):
-    """psycopg_pool warns once per dead connection it is handed back; after a Neon suspend that
-    is one line per pooled connection for an expected event. `Database` logs its own line."""
+class _DriverLogLines(logging.Filter):
+    """psycopg's and psycopg_pool's own log records as one line each (libpq's messages carry a
+    second, tab-indented hint line, which would break the one-record-per-line worker logs), and
+    without psycopg_pool's warning per dead connection handed back: after a Neon suspend that is
+    one line per pooled connection for an expected event; `Database` logs its own line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("discarding closed connection")
+        if str(record.msg).startswith("discarding closed connection"):
+            return False
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        if "\n" in text:
+            record.msg, record.args = " ".join(text.split()), None
+        return True
 
 
-logging.getLogger("psycopg.pool").addFilter(_QuietDiscards())
+for _name in ("psycopg", "psycopg.pool"):
+    logging.getLogger(_name).addFilter(_DriverLogLines())
 
 
 def _check(conn: psycopg.Connection) -> None:
@@ -83,7 +95,9 @@ class Database:
         `min_size`: connections kept open even when idle (0: opened on demand)."""
         self.url = url
         self._max_size = max_size
+        self._timeout = timeout
         self._last_connect_error: str | None = None
+        self._last_connect_failure = float("-inf")  # time.monotonic() of the last failed attempt
         self._pool = ConnectionPool(
             url, min_size=min_size, max_size=max_size, kwargs=_kwargs(), open=True, name=name,
             timeout=timeout, reconnect_timeout=0, connection_class=self._connection_class(),
@@ -101,11 +115,27 @@ class Database:
                     conn = super().connect(*args, **kwargs)  # type: ignore[arg-type]
                 except psycopg.Error as exc:
                     database._last_connect_error = _first_line(exc)
+                    database._last_connect_failure = time.monotonic()
                     raise
                 database._last_connect_error = None
                 return conn
 
         return _Connection
+
+    def _getconn(self) -> psycopg.Connection:
+        """A pooled connection within `timeout`; DatabaseUnavailable as soon as an attempt to
+        open one fails while waiting (the pool makes one attempt, so waiting longer would only
+        delay the error: an outage is reported in one connect time, not after `timeout`)."""
+        started = time.monotonic()
+        deadline = started + self._timeout
+        while True:
+            try:
+                return self._pool.getconn(timeout=max(0.01, min(WAIT_SLICE_S, deadline - time.monotonic())))
+            except PoolTimeout:
+                if self._last_connect_failure >= started and self._last_connect_error:
+                    raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {self._last_connect_error}") from None
+                if time.monotonic() >= deadline:
+                    raise
 
     def _live_connection(self) -> psycopg.Connection:
         """A pooled connection that has just answered a round trip.
@@ -116,7 +146,7 @@ class Database:
         """
         dropped = 0
         for _ in range(self._max_size + 1):
-            conn = self._pool.getconn()
+            conn = self._getconn()
             try:
                 _check(conn)
             except psycopg.Error:

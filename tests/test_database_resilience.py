@@ -640,3 +640,106 @@ def test_no_session_level_sql_in_services_db_or_tui() -> None:
             if path.suffix in (".py", ".sql") and "__pycache__" not in path.parts:
                 findings += pgbouncer_findings(path.relative_to(ROOT), path.read_text(encoding="utf-8"))
     assert findings == []
+
+
+# -- 4. the database goes away under running workers ---------------------------------------------
+
+TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def _wait(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return True
+        except (psycopg.Error, DatabaseUnavailable):
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str, str], emulator,  # noqa: ANN001
+                                                            tmp_path: Path) -> None:
+    from services.config import load_settings
+    from services.emulator import EMULATOR_CLIENT_SECRET
+    from services.sync import enqueue_sync_request
+    from test_sync import connect_realm
+
+    with ExitStack() as stack:
+        server = stack.enter_context(dedicated_server())
+        url = server.url()
+        with psycopg.connect(url) as conn:
+            upgrade(conn)
+        env = {**qbsync_env, "DATABASE_URL": url}
+        settings = load_settings(env, dotenv=False)
+        db = Database(url, max_size=2, timeout=3)
+        stack.callback(db.close)
+        realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
+
+        procs: dict[str, subprocess.Popen] = {}
+        logs: dict[str, tuple[Path, Path]] = {}
+        for name in ("tokenup", "sync"):
+            out, err = tmp_path / f"{name}.out.log", tmp_path / f"{name}.err.log"
+            logs[name] = (out, err)
+            with open(out, "w") as out_file, open(err, "w") as err_file:
+                procs[name] = subprocess.Popen([*QBSYNC, name], env=env, cwd=tmp_path, stdout=out_file,
+                                               stderr=err_file)
+
+        def stop_all() -> None:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        stack.callback(stop_all)
+
+        def synced() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
+                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
+        assert _wait(synced, 60), "the sync worker did not run its first sync"
+
+        server.stop()
+        time.sleep(4)  # both workers try (and fail) at least once meanwhile
+        assert all(proc.poll() is None for proc in procs.values()), "a worker died with the database"
+        server.start()
+
+        # sync resumes: a requested run completes
+        with db.transaction() as conn:
+            request_id = enqueue_sync_request(conn, realm, "Customer", full=True, requested_by="test")
+
+        def request_done() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT status FROM quickbooks.sync_requests WHERE id = %s",
+                                    (request_id,)).fetchone()[0] == "done"
+        assert _wait(request_done, 60), "the sync worker did not resume"
+
+        # tokenup resumes: a token that falls due is refreshed
+        with db.transaction() as conn:
+            before = conn.execute("SELECT last_refreshed_at FROM quickbooks.tokens WHERE realm_id = %s",
+                                  (realm,)).fetchone()[0]
+            conn.execute("UPDATE quickbooks.tokens SET expires_at = now() + interval '1 minute'"
+                         " WHERE realm_id = %s", (realm,))
+
+        def refreshed() -> bool:
+            with db.transaction() as conn:
+                after = conn.execute("SELECT last_refreshed_at FROM quickbooks.tokens WHERE realm_id = %s",
+                                     (realm,)).fetchone()[0]
+            return after is not None and (before is None or after > before)
+        assert _wait(refreshed, 60), "tokenup did not resume"
+        assert all(proc.poll() is None for proc in procs.values())
+
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        assert {name: proc.wait(timeout=60) for name, proc in procs.items()} == {"tokenup": 0, "sync": 0}
+
+        with db.transaction() as conn:
+            tokens = conn.execute("SELECT access_token, refresh_token FROM quickbooks.tokens").fetchone()
+        secrets = [EMULATOR_CLIENT_SECRET, *tokens]
+        for name, (out, err) in logs.items():
+            text = out.read_text() + err.read_text()
+            assert "Traceback" not in text, f"{name}:\n{text}"
+            assert not [s for s in secrets if s and s in text], name
+            for line in text.splitlines():
+                assert TIMESTAMPED.match(line), f"{name}: not a one-line log record: {line!r}"
+            assert "database unavailable" in err.read_text(), f"{name} did not report the outage"
