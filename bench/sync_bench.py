@@ -10,6 +10,9 @@
 2. naive: the same data through a naive loader (pages fetched one after another, one
    upsert + one commit per invoice, lines in the same per-row transaction) on the first
    --naive-invoices invoices, extrapolated per row to the full count (said in the output).
+2b. remote: 1 and 2 again with PostgreSQL behind a TCP proxy on 127.0.0.1 that delays every
+   byte by --proxy-delay-ms per direction (production is Neon over a network); the naive
+   loader on --naive-remote-invoices.
 3. latency: the emulator answers every request after --latency-ms, QBO_MAX_REQUESTS_PER_MINUTE=450:
    total time against the floor the rate limit and concurrency impose:
    R = minimal requests (one per 1,000 rows per entity + CompanyInfo), C = QBO_MAX_CONCURRENCY,
@@ -42,6 +45,90 @@ from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET  # noqa
 from services.emulator.server import EmulatorServer  # noqa: E402
 
 
+class DelayProxy:
+    """TCP on 127.0.0.1 → the PostgreSQL server, adding a fixed delay to each direction.
+
+    A stand-in for a network database (Neon): every byte arrives `delay_s` after it was sent,
+    in both directions, without limiting throughput (chunks are time-stamped on receipt and
+    released when due, so a round trip costs 2 * delay_s however much data flows)."""
+
+    def __init__(self, target: tuple, delay_s: float) -> None:
+        import socket
+        import threading
+
+        self.target, self.delay_s = target, delay_s  # target: ("unix", path) or ("tcp", (host, port))
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self._stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _upstream(self):  # noqa: ANN202
+        import socket
+
+        kind, where = self.target
+        sock = socket.socket(socket.AF_UNIX if kind == "unix" else socket.AF_INET, socket.SOCK_STREAM)
+        sock.connect(where)
+        return sock
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            upstream = self._upstream()
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:  # noqa: ANN001
+        import queue
+        import socket
+        import threading
+
+        chunks: queue.SimpleQueue = queue.SimpleQueue()
+
+        def sender() -> None:
+            while True:
+                due, data = chunks.get()
+                if data is None:
+                    break
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        threading.Thread(target=sender, daemon=True).start()
+        while True:
+            try:
+                data = src.recv(262144)
+            except OSError:
+                data = b""
+            chunks.put((time.perf_counter() + self.delay_s, data or None))
+            if not data:
+                return
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._listener.close()
+
+
 class Postgres:
     def __init__(self) -> None:
         self.external = os.environ.get("BENCH_DATABASE_URL")
@@ -71,6 +158,11 @@ class Postgres:
             parts = urlsplit(self.external)
             return urlunsplit(parts._replace(path="/" + name))
         return self._server.get_uri(name)
+
+    def upstream(self) -> tuple:
+        """Where a TCP proxy should connect: the embedded server's unix socket."""
+        info = self._server.get_postmaster_info()
+        return ("unix", str(Path(info.socket_dir) / f".s.PGSQL.{info.port}"))
 
     def stop(self) -> None:
         if self.dir is not None:
@@ -234,6 +326,42 @@ def fast(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm
     return fast_inv_rate, elapsed
 
 
+def remote(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm: str,
+           expected: dict[str, int]) -> None:
+    """Scenario 2b: the fast sync and the naive loader with PostgreSQL behind DelayProxy."""
+    proxy = DelayProxy(pg.upstream(), args.proxy_delay_ms / 1000)
+    try:
+        pg.fresh("bench_remote")
+        url = proxy.url("bench_remote")
+        with psycopg.connect(url) as conn:  # what one round trip costs through the proxy
+            started = time.perf_counter()
+            for _ in range(20):
+                conn.execute("SELECT 1").fetchone()
+            rtt_ms = (time.perf_counter() - started) / 20 * 1000
+        env = env_for(url, emulator, QBO_MAX_CONCURRENCY=str(args.concurrency))
+        store_tokens(url, env, emulator, realm)
+        elapsed, rss, _ = run_sync(env, realm)
+        check_counts(url, realm, expected)
+        inv = next(r for r in runs(url, realm) if r[0] == "Invoice")
+        fast_rate = args.invoices / float(inv[4])
+        print(f"\nremote database (TCP proxy, +{args.proxy_delay_ms} ms per direction, measured round trip"
+              f" {rtt_ms:.2f} ms):")
+        print(f"  fast sync: {elapsed:.2f} s wall, invoices {fast_rate:,.0f}/s (Invoice run),"
+              f" {args.invoices / elapsed:,.0f}/s (whole sync), peak RSS {rss} MB")
+        pg.fresh("bench_naive_remote")
+        nurl = proxy.url("bench_naive_remote")
+        nenv = env_for(nurl, emulator)
+        store_tokens(nurl, nenv, emulator, realm)
+        n_elapsed, n_done = naive_load(nurl, nenv, realm, args.naive_remote_invoices)
+        naive_rate = n_done / n_elapsed
+        print(f"  naive loader: {n_done} invoices in {n_elapsed:.2f} s = {naive_rate:,.0f} invoices/s"
+              f" (extrapolated per row to {args.invoices}: {args.invoices / naive_rate:.0f} s)")
+        print(f"  speed-up: {fast_rate / naive_rate:.1f}x (Invoice run), "
+              f"{(args.invoices / elapsed) / naive_rate:.1f}x (whole sync end to end vs naive invoices only)")
+    finally:
+        proxy.stop()
+
+
 def micro(pg: Postgres, emulator: EmulatorServer, realm: str, n: int = 5000) -> None:
     """Where one invoice's time goes: parse, raw dump, COPY, and each SQL statement, in-process."""
     import json
@@ -294,6 +422,9 @@ def main() -> int:
     parser.add_argument("--skip-fast", action="store_true")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-remote", action="store_true", help="skip the database-over-a-delayed-TCP-proxy runs")
+    parser.add_argument("--proxy-delay-ms", type=float, default=0.5, help="added per direction by the proxy")
+    parser.add_argument("--naive-remote-invoices", type=int, default=2_000)
     parser.add_argument("--profile", action="store_true", help="cProfile the fast sync into bench/sync.prof")
     parser.add_argument("--micro", action="store_true", help="per-invoice cost of each step, in-process")
     args = parser.parse_args()
@@ -331,6 +462,12 @@ def main() -> int:
             if elapsed:
                 print(f"  speed-up: {fast_inv_rate / naive_rate:.1f}x (Invoice run), "
                       f"{(args.invoices / elapsed) / naive_rate:.1f}x (whole sync end to end vs naive invoices only)")
+
+        # 2b. the database behind a TCP proxy adding a delay per direction (a network database)
+        if not args.skip_remote and pg.external:
+            print("\nremote: skipped (BENCH_DATABASE_URL is set; the proxy fronts the embedded server)")
+        elif not args.skip_remote:
+            remote(args, pg, emulator, realm, expected)
 
         # 3. latency
         if not args.skip_latency:
