@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 
+import psycopg
+
 from db.connection import connect, resolve_database_url
 from db.migrate import upgrade
 from services.config import Settings
+from services.errors import DatabaseUnavailable
 
 __all__ = ["cmd_db_upgrade"]
 
 
 def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
-    """Apply pending migrations and say which (or that there were none)."""
-    with connect(resolve_database_url(settings)) as conn:
-        applied = upgrade(conn)
+    """Apply pending migrations and say which (or that there were none).
+
+    All pending migrations apply in one transaction: a database that goes away midway leaves
+    the schema as it was, reported in one line (exit 1)."""
+    try:
+        with connect(resolve_database_url(settings)) as conn:
+            applied = upgrade(conn)
+    except psycopg.OperationalError as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseUnavailable(f"schema upgrade interrupted, nothing applied: {reason}") from None
     if applied:
         print(f"qbsync: schema upgraded: applied {', '.join(applied)}")
     else:
         print("qbsync: schema is up to date")
     return 0
-
-

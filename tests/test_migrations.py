@@ -84,3 +84,38 @@ def test_cli_db_upgrade_uses_the_embedded_default(tmp_path: Path) -> None:
     finally:
         from db.embedded import stop_embedded
         stop_embedded(tmp_path / "var" / "pg")
+
+
+def test_upgrade_interrupted_by_a_dropped_connection_is_one_line_and_applies_nothing(empty_database_url: str,
+                                                                                     tmp_path: Path) -> None:
+    """Kill the migrating backend while it waits on the migration lock: one line, exit 1, nothing applied."""
+    import os
+    import time
+
+    env = {**os.environ, "DATABASE_URL": empty_database_url}
+    with psycopg.connect(empty_database_url) as blocker, \
+            psycopg.connect(empty_database_url, autocommit=True) as watcher:
+        blocker.execute("SELECT pg_advisory_xact_lock(%s)", (0x71B5_0001,))  # hold the migration lock
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "qbsync"), "db", "upgrade"], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            victims: list[int] = []
+            while not victims and time.monotonic() < deadline:
+                victims = [r[0] for r in watcher.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")]
+                time.sleep(0.1)
+            assert victims, "the upgrade never waited on the migration lock"
+            for pid in victims:
+                watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        blocker.rollback()
+    assert proc.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "schema upgrade interrupted, nothing applied" in lines[0], err
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT to_regclass('quickbooks.schema_migrations')").fetchone()[0] is None
