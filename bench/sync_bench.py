@@ -241,6 +241,7 @@ def run_sync(env: dict[str, str], realm: str, profile: Path | None = None) -> tu
     if proc.returncode != 0:
         print(out)
         raise SystemExit(f"sync exited {proc.returncode}")
+    out += f"\nsync-process-cpu-s {usage.ru_utime + usage.ru_stime:.2f}\n"
     return elapsed, peak_kb // 1024, out
 
 
@@ -301,6 +302,25 @@ def naive_load(database_url: str, env: dict[str, str], realm: str, limit: int) -
     return elapsed, done
 
 
+def postgres_cpu_s(pg: Postgres) -> float:
+    """CPU seconds used so far by the embedded server's processes (postmaster's children
+    included once they exited, live backends read from /proc); -1 when not measurable."""
+    if pg.external:
+        return -1.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pid = int((pg.dir / "pg" / "postmaster.pid").read_text().split()[0])
+    total = 0.0
+    pids = [pid] + [int(p) for p in (Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime stime cutime cstime (fields 14-17; after the ')' they are at 11..14)
+        total += sum(int(v) for v in fields[11:15 if each == pid else 13]) / tick
+    return total
+
+
 def fast(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm: str,
          expected: dict[str, int], total_objects: int) -> tuple[float, float]:
     """Scenario 1; returns (invoices/s of the Invoice run, wall seconds of the whole sync)."""
@@ -309,7 +329,10 @@ def fast(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm
     store_tokens(url, env, emulator, realm)
     emulator.state.reset_counts()
     profile = ROOT / "bench" / "sync.prof" if args.profile else None
-    elapsed, rss, _out = run_sync(env, realm, profile)
+    pg_cpu_before = postgres_cpu_s(pg)
+    elapsed, rss, out = run_sync(env, realm, profile)
+    pg_cpu = postgres_cpu_s(pg) - pg_cpu_before
+    sync_cpu = float(out.rsplit("sync-process-cpu-s ", 1)[1].split()[0])
     check_counts(url, realm, expected)
     per = runs(url, realm)
     calls = sum(r[3] for r in per)
@@ -319,6 +342,9 @@ def fast(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, realm
         print(f"  {entity:<12} {fetched:>7} fetched {upserted:>7} upserted {api:>4} calls {float(secs):7.2f} s")
     print(f"  total {elapsed:.2f} s wall for {total_objects} objects ({total_objects / elapsed:,.0f} objects/s),"
           f" {calls} API calls, peak RSS {rss} MB")
+    if pg_cpu >= 0:
+        print(f"  CPU: sync process {sync_cpu:.2f} s, PostgreSQL (all server processes) {pg_cpu:.2f} s,"
+              f" over {elapsed:.2f} s wall on {os.cpu_count()} cores")
     fast_inv_rate = args.invoices / float(inv[4])
     print(f"  invoices: {fast_inv_rate:,.0f}/s (Invoice run), {args.invoices / elapsed:,.0f}/s"
           f" (100k invoices / whole sync incl. process start and the other entities)")
@@ -363,51 +389,48 @@ def remote(args: argparse.Namespace, pg: Postgres, emulator: EmulatorServer, rea
 
 
 def micro(pg: Postgres, emulator: EmulatorServer, realm: str, n: int = 5000) -> None:
-    """Where one invoice's time goes: parse, raw dump, COPY, and each SQL statement, in-process."""
+    """Where one invoice's time goes, in-process on one connection: the sync process's work on a
+    served page (envelope + Fault check; no object parse), PostgreSQL's single page statement
+    (parse, split, upsert, lines), and for comparison the earlier path (Decimal parse in
+    Python, raw dump, COPY of per-object text)."""
     import json
     from decimal import Decimal
 
     import db.upserts as upserts
     from services.entities import ENTITIES
+    from services.qbo import _RAW_HEAD, _RAW_TAIL
 
+    spec = ENTITIES["Invoice"]
     bodies = [emulator.state.query(realm, f"SELECT * FROM Invoice ORDERBY Id STARTPOSITION {s} MAXRESULTS 1000")[1]
               for s in range(1, n, 1000)]
-    started = time.perf_counter()
-    pages = [json.loads(b, parse_float=Decimal)["QueryResponse"]["Invoice"] for b in bodies]
-    parse = time.perf_counter() - started
-    count = sum(len(p) for p in pages)
-    started = time.perf_counter()
-    batches = [upserts.prepare_batch(p) for p in pages]
-    prepare = time.perf_counter() - started
-    timings: dict[str, float] = {}
-    url = pg.fresh("bench_micro")
-    with psycopg.connect(url, prepare_threshold=None) as conn:
-        original = psycopg.Cursor.execute
-
-        def timed(self, query, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-            t = time.perf_counter()
-            try:
-                return original(self, query, *a, **k)
-            finally:
-                key = " ".join(str(query).split()[:3])
-                timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
-        psycopg.Cursor.execute = timed
-        try:
-            started = time.perf_counter()
-            for batch in batches:
-                with conn.transaction():
-                    upserts.upsert_objects(conn, ENTITIES["Invoice"], realm, batch)
-            total = time.perf_counter() - started
-        finally:
-            psycopg.Cursor.execute = original
+    count = len(bodies) * 1000
     us = lambda seconds: seconds / count * 1e6  # noqa: E731
+    started = time.perf_counter()
+    for body in bodies:  # what QBOClient.query_page does with a body
+        assert b'"Fault"' not in body and _RAW_HEAD.match(body, 0, 256)
+        assert _RAW_TAIL.match(body, body.rfind(b"]") + 1)
+    envelope = time.perf_counter() - started
+    results: dict[str, float] = {}
+    for label in ("page", "objects"):
+        url = pg.fresh("bench_micro")
+        with psycopg.connect(url, prepare_threshold=None) as conn:
+            started = time.perf_counter()
+            cpu = time.process_time()
+            for body in bodies:
+                with conn.transaction():
+                    if label == "page":
+                        upserts.upsert_page(conn, spec, realm, body, "Invoice")
+                    else:
+                        objects = json.loads(body, parse_float=Decimal)["QueryResponse"]["Invoice"]
+                        upserts.upsert_objects(conn, spec, realm, upserts.prepare_batch(objects))
+            results[label] = time.perf_counter() - started
+            results[label + "-cpu"] = time.process_time() - cpu
     print(f"\nper invoice ({count} invoices, one connection, in-process):")
-    print(f"  JSON parse with Decimal (the client's json.loads) {us(parse):6.1f} us")
-    print(f"  raw dump + COPY text (prepare_batch)              {us(prepare):6.1f} us")
-    statements = sum(timings.values())
-    print(f"  COPY (id, raw) into the stage, incl. jsonb parse  {us(total - statements):6.1f} us")
-    for key, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
-        print(f"  {key:<48}  {us(seconds):6.1f} us")
+    print(f"  sync process: envelope + Fault check of the served page     {us(envelope):6.1f} us")
+    print(f"  page path (upsert_page): wall {us(results['page']):6.1f} us, of it Python"
+          f" {us(results['page-cpu']):5.1f} us, PostgreSQL the rest")
+    print(f"  earlier path (Decimal parse + dump + COPY + upsert_objects): wall {us(results['objects']):6.1f} us,"
+          f" of it Python {us(results['objects-cpu']):5.1f} us")
 
 
 def main() -> int:

@@ -221,9 +221,11 @@ class RealmSync:
         if len(jobs) <= 1:
             return [self._execute(o, body) for o, body in jobs]
         with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="sync-entity") as pool:
-            futures = [pool.submit(self._execute, o, body) for o, body in jobs]
-            wait(futures)
-        return [f.result() for f in futures]
+            # transactions usually outnumber name lists: the last specs' listings get their
+            # first requests into the shared fetch queue first, the small ones fill the gaps
+            futures = {id(o): pool.submit(self._execute, o, body) for o, body in reversed(jobs)}
+            wait(futures.values())
+        return [futures[id(o)].result() for o, _ in jobs]
 
     # -- tokens and state ------------------------------------------------------------------
 
@@ -371,7 +373,8 @@ class RealmSync:
     # -- CompanyInfo -----------------------------------------------------------------------
 
     def _company(self, outcome: EntityOutcome) -> None:
-        info = self._clients.get().company_info()
+        clients = self._clients  # through the fetch pool: it holds the realm's concurrency
+        info = self._fetchers().submit(lambda: clients.get().company_info()).result()
         outcome.rows_fetched = 1
         with self.db.transaction() as conn:
             self._lock(conn, "CompanyInfo")
@@ -458,8 +461,8 @@ class RealmSync:
         in flight for the realm, shared by the listings running side by side; a bounded
         number of pages in memory): a COUNT sizes the listing and pages start every STRIDE
         rows, overlapping by PAGE_SIZE - STRIDE rows so a row deleted meanwhile cannot shift
-        another past a page boundary unseen; paging goes on past the count until a page is
-        short. Pages overlap, so ids repeat: the writer drops ids already written (`claim`).
+        another past a page boundary unseen; paging goes on past the count while pages are
+        full. Pages overlap, so ids repeat: the writer drops ids already written (`claim`).
         """
         clients = self._clients
         where = spec.query_where(condition)
@@ -485,8 +488,13 @@ class RealmSync:
             next_start = 1 + STRIDE
             planned_end = max(total, PAGE_SIZE)
             limit = self.concurrency + 2  # in flight (pool size) + fetched, waiting to be written
+            # An unconditioned listing in Id order only shifts rows back (deletes; new rows get
+            # higher ids and are newer than the cursor anyway): a page whose rows all lie within
+            # the previous page's overlap is not needed. A windowed listing can also shift rows
+            # forward (rows entering the window), so it pages on until a page is short.
+            reach = PAGE_SIZE - STRIDE if condition is None else 0
             while True:
-                while len(pending) < limit and next_start <= planned_end:
+                while len(pending) < limit and next_start + reach <= planned_end:
                     pending.add(pool.submit(fetch, next_start))
                     next_start += STRIDE
                 if not pending:
@@ -589,8 +597,8 @@ class RealmSync:
                 dead = [(str(m["Id"]), meta_updated(m)) for m in markers]
                 outcome.rows_deleted += mark_deleted(conn, spec, self.realm_id, dead, markers=markers)
         bound = at.replace(microsecond=0)
-        remote = self._clients.get().count(spec.name, spec.query_where(
-            f"MetaData.LastUpdatedTime < {_qbo_literal(bound)}"))
+        clients, where = self._clients, spec.query_where(f"MetaData.LastUpdatedTime < {_qbo_literal(bound)}")
+        remote = self._fetchers().submit(lambda: clients.get().count(spec.name, where)).result()
         with self.db.transaction() as conn:
             local = conn.execute(
                 f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %s AND deleted_at IS NULL"
