@@ -155,7 +155,7 @@ class _RealmTokens:
     def refresh(self, stale: str) -> str:
         from services.tokens import refresh_realm
 
-        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401")
+        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401", service="sync")
         return self.access_token()
 
 

@@ -63,7 +63,7 @@ from services.logs import redact
 from services.qbo import QBOClient, RawPage
 
 __all__ = [
-    "EntityOutcome", "RealmSync", "SyncClient", "sync_realm", "enqueue_sync_request", "cmd_sync",
+    "EntityOutcome", "RealmSync", "SyncClient", "sync_realm", "enqueue_sync_request",
     "process_inbox",
     "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN", "COMPANY_REFRESH",
 ]
@@ -681,10 +681,3 @@ def enqueue_sync_request(conn: psycopg.Connection, realm_id: str | None = None, 
         "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
         " VALUES (%s, %s, %s, %s) RETURNING id", (realm_id, entity, full, requested_by)).fetchone()
     return int(row[0])
-
-
-def cmd_sync(args, settings) -> int:  # noqa: ANN001
-    """`qbsync sync [--once] [--realm-id R] [--entity E] [--full]` (services/syncworker.py)."""
-    from services.syncworker import cmd_sync as run
-
-    return run(args, settings)

@@ -279,7 +279,7 @@ def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: 
     return _result_from_row(new, refreshed=True, reused=False, reason=full_reason)
 
 
-def access_token_for(db, settings, realm_id: str) -> tuple[str, str]:  # noqa: ANN001
+def access_token_for(db, settings, realm_id: str, *, service: str = "sync") -> tuple[str, str]:  # noqa: ANN001
     """(access token, base URL or "") for Data API calls, refreshing through `refresh_realm` when the
     token is missing, expired or has less than 60 s left. Raises NeedsReauth unless the realm is active."""
     with db.transaction() as conn:
@@ -292,7 +292,7 @@ def access_token_for(db, settings, realm_id: str) -> tuple[str, str]:  # noqa: A
     left = row.access_left()
     if row.access_token and left is not None and left > ACCESS_TOKEN_MIN_LEFT:
         return row.access_token, row.base_url or ""
-    result = refresh_realm(db, settings, realm_id, force=False, reason="access token needed")
+    result = refresh_realm(db, settings, realm_id, force=False, reason="access token needed", service=service)
     if not result.access_token:
         raise NeedsReauth("no access token after refresh", realm_id=realm_id)
     return result.access_token, row.base_url or ""
