@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -41,6 +40,7 @@ from db.connection import Database
 from db.embedded import stop_embedded
 from db.migrate import upgrade
 from services.errors import DatabaseUnavailable
+from support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 QBSYNC = [sys.executable, "-m", "services.cli"]
@@ -64,12 +64,6 @@ def _chown_to_server(path: Path, mode: int) -> None:
 
         user = pwd.getpwnam("pgserver")
         os.chown(path, user.pw_uid, user.pw_gid)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DedicatedServer:
@@ -258,7 +252,7 @@ def test_sslmode_require_works_encrypted_and_a_server_without_tls_fails_in_one_l
     ca.cert_pem.write_to_path(str(ca_file))
     other_ca.cert_pem.write_to_path(str(other_ca_file))
     with ExitStack() as stack:
-        server = stack.enter_context(dedicated_server(tcp_port=_free_port()))
+        server = stack.enter_context(dedicated_server(tcp_port=free_port()))
         proxy = TlsTerminatingProxy(server.tcp_port, cert, key)
         stack.callback(proxy.close)
         url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres?sslmode=require"
@@ -648,15 +642,7 @@ TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d [+-]\d\d:\d\d (DEBUG|INFO|
 
 
 def _wait(check: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return True
-        except (psycopg.Error, DatabaseUnavailable):
-            pass
-        time.sleep(0.3)
-    return False
+    return bool(wait_for(check, timeout, interval=0.3, ignore=(psycopg.Error, DatabaseUnavailable)))
 
 
 def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str, str], emulator,  # noqa: ANN001

@@ -7,11 +7,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,11 @@ import pytest
 import xmlrpc.client
 
 from services.supervisor_rpc import UnixSocketTransport, process_states
+from support import free_port, wait_for
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} [+-]\d{2}:\d{2} ")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _states(sock: Path) -> dict[str, str]:
@@ -59,7 +44,7 @@ def supervised(tmp_path: Path, qbsync_env: dict[str, str], emulator) -> Iterator
     (home / "logs").mkdir()
     realm = emulator.admin.create_realm(customers=5, items=3, invoices=5, estimates=2)
     issued = emulator.admin.issue_tokens(realm)
-    env = {**qbsync_env, "WEBHOOK_PORT": str(_free_port()), "SYNC_INTERVAL_MINUTES": "60"}
+    env = {**qbsync_env, "WEBHOOK_PORT": str(free_port()), "SYNC_INTERVAL_MINUTES": "60"}
     add = subprocess.run([str(BIN / "qbsync"), "token", "add", "--realm-id", realm, "--refresh-token",
                           issued["refresh_token"], "--access-token", issued["access_token"], "--expires-in", "3600"],
                          env=env, cwd=home, capture_output=True, text=True, timeout=60)
@@ -89,18 +74,18 @@ def tempfile_short() -> str:
 
 def test_supervisord_runs_restarts_gives_up_on_config_errors_and_stops_cleanly(supervised: dict) -> None:
     sock, home = supervised["sock"], supervised["home"]
-    _wait(lambda: sock.exists() and _states(sock).get("sync") == "RUNNING"
+    wait_for(lambda: sock.exists() and _states(sock).get("sync") == "RUNNING"
           and _states(sock).get("webhook") == "RUNNING", 40, "sync and webhook RUNNING")
 
     # kill -9 of sync: supervisord brings it back (STARTING, then RUNNING after startsecs).
     rpc = xmlrpc.client.ServerProxy("http://localhost", transport=UnixSocketTransport(sock))
     old_pid = rpc.supervisor.getProcessInfo("qbsync:sync")["pid"]
     os.kill(old_pid, signal.SIGKILL)
-    _wait(lambda: rpc.supervisor.getProcessInfo("qbsync:sync")["pid"] not in (0, old_pid)
+    wait_for(lambda: rpc.supervisor.getProcessInfo("qbsync:sync")["pid"] not in (0, old_pid)
           and _states(sock)["sync"] == "RUNNING", 40, "sync RUNNING again with a new pid")
 
     # tokenup has a broken variable: it exits at once each time and ends FATAL after 6 attempts.
-    _wait(lambda: _states(sock).get("tokenup") == "FATAL", 90, "tokenup FATAL")
+    wait_for(lambda: _states(sock).get("tokenup") == "FATAL", 90, "tokenup FATAL")
     err_log = (home / "logs" / "tokenup.err.log").read_text()
     attempts = [line for line in err_log.splitlines() if "QBO_MAX_CONCURRENCY" in line]
     assert len(attempts) == 6, err_log

@@ -8,27 +8,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from services.inbox import InboxEvent, store_events
 from services.qbo import parse_qbo_time
 from services.sync import enqueue_sync_request
 from test_sync import assert_exact, connect_realm
+from support import wait_for
 
 
 def qbsync(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return check()
 
 
 def test_sync_once_exits_0_on_success_and_1_when_an_entity_fails(db, settings, emulator, qbsync_env,  # noqa: ANN001

@@ -17,6 +17,7 @@ import pytest
 from services.tokens import add_tokens, read_token, refresh_realm
 from services.tokenup import TokenWorker
 from services.worker import Stop
+from support import wait_for
 
 QBSYNC = [sys.executable, "-m", "services.cli"]
 
@@ -41,16 +42,6 @@ def stored_refresh_token(db, realm_id: str) -> str:
 
 def refresh_calls(emulator, realm_id: str | None = None) -> int:
     return emulator.admin.request_counts(realm_id).get("token:refresh_token", 0)
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import requests
 
 from services.webhook import sign
 from samples import SAMPLES
+from support import free_port
 
 TOKEN = "cli-verifier-token-42"
 QBSYNC = str(Path(sys.executable).parent / "qbsync")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:

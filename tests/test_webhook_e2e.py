@@ -5,34 +5,17 @@ worker: the new values are in PostgreSQL within 10 s of receipt."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import requests
 
 from test_sync import connect_realm
+from support import free_port, wait_for
 
 APPLY_WITHIN_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for(check: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.1)
-    return check()
 
 
 def _start(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen:
@@ -54,7 +37,7 @@ def _stop(proc: subprocess.Popen) -> tuple[str, str]:
 def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds(  # noqa: ANN001
         db, settings, emulator, qbsync_env, tmp_path) -> None:
     realm = connect_realm(db, settings, emulator, customers=12, items=4, invoices=10, estimates=3)
-    port = _free_port()
+    port = free_port()
     env = {**qbsync_env, "WEBHOOK_PORT": str(port)}
     webhook = _start(env, tmp_path, "webhook")
     worker = _start(env, tmp_path, "sync")
@@ -63,8 +46,9 @@ def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds
             with db.transaction() as conn:
                 return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
                                     " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
-        assert _wait_for(initial_sync_done, 60), "the worker did not finish its first sync"
-        assert _wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok, 30)
+        assert wait_for(initial_sync_done, 60), "the worker did not finish its first sync"
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok, 30, "webhook /healthz",
+                 ignore=(requests.RequestException,))
 
         customer = emulator.admin.entities(realm, "Customer")[0]["Id"]
         invoice = next(i for i in emulator.admin.entities(realm, "Invoice") if i["TotalAmt"] != 0)["Id"]
@@ -88,7 +72,7 @@ def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds
                         "SELECT received_at, format FROM quickbooks.webhook_inbox WHERE realm_id = %s"
                         " AND entity = %s AND entity_id = %s AND format = %s ORDER BY id DESC LIMIT 1",
                         (realm, entity, entity_id, webhook_format)).fetchone()
-            row = _wait_for(received, 15)
+            row = wait_for(received, 15)
             assert row, f"{webhook_format} webhook for {entity} {entity_id} never reached the inbox"
             received_at = row[0]
 
@@ -96,7 +80,7 @@ def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds
                 with db.transaction() as conn:
                     value, synced_at = conn.execute(sql, (realm, entity_id)).fetchone()
                 return synced_at if value == want else None
-            synced_at = _wait_for(applied, APPLY_WITHIN_S + 5)
+            synced_at = wait_for(applied, APPLY_WITHIN_S + 5)
             assert synced_at, f"{entity} {entity_id} did not get its new value from the {webhook_format} webhook"
             assert (synced_at - received_at).total_seconds() <= APPLY_WITHIN_S
             deliveries = [d for d in emulator.admin.webhook_deliveries() if d["format"] == webhook_format]
