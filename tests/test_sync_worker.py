@@ -87,3 +87,44 @@ def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, e
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_sync_once_from_another_shell_while_the_worker_runs(db, settings, emulator, qbsync_env,  # noqa: ANN001
+                                                            tmp_path) -> None:
+    """Both write the same realm at once; per-(realm, entity) locks keep the end state exact."""
+    realm = connect_realm(db, settings, emulator, customers=40, items=8, invoices=60, estimates=10)
+    worker = subprocess.Popen([sys.executable, "-m", "services.cli", "sync"], env=qbsync_env, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def synced() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
+                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
+        wait_for(synced, 60, "the worker's first sync")
+        for customer in emulator.admin.entities(realm, "Customer")[:5]:
+            emulator.admin.mutate(realm, "Customer", "update", id=customer["Id"])
+        emulator.admin.mutate(realm, "Invoice", "create")
+        with db.transaction() as conn:  # the worker runs a full listing at the same time as --once
+            enqueue_sync_request(conn, realm, None, full=True, requested_by="test")
+        runs = [subprocess.Popen([sys.executable, "-m", "services.cli", "sync", "--once", "--realm-id", realm],
+                                 env=qbsync_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True) for _ in range(2)]
+        for run in runs:
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, out + err
+
+        def request_done() -> bool:
+            with db.transaction() as conn:
+                return conn.execute("SELECT count(*) FROM quickbooks.sync_requests WHERE realm_id = %s"
+                                    " AND status = 'done'", (realm,)).fetchone()[0] == 1
+        wait_for(request_done, 60, "the worker's full request")
+        assert_exact(db, emulator, realm)
+        assert worker.poll() is None
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+    assert worker.returncode == 0
