@@ -11,8 +11,8 @@ import fcntl
 import os
 import sys
 import warnings
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["ensure_embedded", "stop_embedded"]

@@ -35,12 +35,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import free_port, wait_for
 
 from db.connection import Database
 from db.embedded import stop_embedded
 from db.migrate import upgrade
 from services.errors import DatabaseUnavailable
-from support import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 QBSYNC = [sys.executable, "-m", "services.cli"]
@@ -407,12 +407,12 @@ def _workload(db: Database, settings, emulator) -> str:  # noqa: ANN001
     import json
 
     import requests
+    from test_sync import assert_exact, connect_realm
 
     from services.inbox_apply import process_inbox
     from services.sync import sync_realm
     from services.tokens import refresh_realm
     from services.webhook import ReceiverServer, make_app, sign
-    from test_sync import assert_exact, connect_realm
 
     realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
     first = sync_realm(db, settings, realm)
@@ -647,10 +647,11 @@ def _wait(check: Callable[[], bool], timeout: float) -> bool:
 
 def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str, str], emulator,  # noqa: ANN001
                                                             tmp_path: Path) -> None:
+    from test_sync import connect_realm
+
     from services.config import load_settings
     from services.emulator import EMULATOR_CLIENT_SECRET
     from services.sync import enqueue_sync_request
-    from test_sync import connect_realm
 
     with ExitStack() as stack:
         server = stack.enter_context(dedicated_server())

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+from samples import SAMPLES
 
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
-from samples import SAMPLES
 
 INVALID_GRANT = {"error": "invalid_grant", "error_description": "Incorrect or invalid refresh token"}
 

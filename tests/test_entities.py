@@ -6,10 +6,9 @@ import json
 from decimal import Decimal
 
 import pytest
-
-from services.entities import ENTITIES, ENTITY_NAMES, get_spec, parse_time
 from samples import SAMPLES
 
+from services.entities import ENTITIES, ENTITY_NAMES, get_spec, parse_time
 
 
 def sample(name: str) -> dict:

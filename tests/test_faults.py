@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from samples import SAMPLES
 
 from services.errors import (
     AuthenticationFailed,
@@ -17,8 +18,6 @@ from services.errors import (
     Throttled,
 )
 from services.faults import check_body_for_fault, parse_fault
-from samples import SAMPLES
-
 
 # Every Data API fault in the samples folder: (file, HTTP status it came with, class, code, type).
 FAULT_SAMPLES = {

@@ -7,10 +7,10 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from samples import SAMPLES
 
 from services.inbox import InboxEvent, MalformedPayload, parse_events, store_events
 from services.qbotime import parse_qbo_time as parse_timestamp
-from samples import SAMPLES
 
 UTC = timezone.utc
 

@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from db.readmodel import (
-    ENTITY_ORDER, READ_MODEL_QUERIES, enqueue_sync_request, health, status_snapshot, sync_request_states,
-)
 from test_tui_support import (
-    ACCESS_TOKEN, HEALTHY_REALM, REAUTH_REALM, REFRESH_TOKEN, seed_console_state, seed_realm,
+    ACCESS_TOKEN,
+    HEALTHY_REALM,
+    REAUTH_REALM,
+    REFRESH_TOKEN,
+    seed_console_state,
+    seed_realm,
+)
+
+from db.readmodel import (
+    ENTITY_ORDER,
+    READ_MODEL_QUERIES,
+    enqueue_sync_request,
+    health,
+    status_snapshot,
+    sync_request_states,
 )
 
 NOW = datetime(2026, 11, 22, 14, 5, 0, tzinfo=timezone.utc)

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 from test_tui_support import (
-    ACCESS_TOKEN, ENTITIES, HEALTHY_REALM, REAUTH_REALM, REFRESH_TOKEN, Supervisord, seed_console_state,
+    ACCESS_TOKEN,
+    ENTITIES,
+    HEALTHY_REALM,
+    REAUTH_REALM,
+    REFRESH_TOKEN,
+    Supervisord,
+    seed_console_state,
     seed_realm,
 )
 

@@ -10,15 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-import xmlrpc.client
+from support import free_port, wait_for
 
 from services.supervisor_rpc import UnixSocketTransport, process_states
-from support import free_port, wait_for
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from test_sync import assert_exact, connect_realm, data_calls, ok
+
 from services.inbox import InboxEvent, store_events
 from services.inbox_apply import process_inbox
 from services.qbo import parse_qbo_time
 from services.sync import sync_realm
-from test_sync import assert_exact, connect_realm, data_calls, ok
 
 
 def event(realm: str, entity: str, ident: str, op: str, when: str | None, deleted_id: str | None = None) -> InboxEvent:

@@ -10,11 +10,12 @@ import time
 import uuid
 from pathlib import Path
 
+from support import wait_for
+from test_sync import assert_exact, connect_realm
+
 from services.inbox import InboxEvent, store_events
 from services.qbo import parse_qbo_time
 from services.sync import enqueue_sync_request
-from test_sync import assert_exact, connect_realm
-from support import wait_for
 
 
 def qbsync(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import random
 import signal
 import socket
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from support import wait_for
 
 from services.tokens import add_tokens, read_token, refresh_realm
 from services.tokenup import TokenWorker
 from services.worker import Stop
-from support import wait_for
 
 QBSYNC = [sys.executable, "-m", "services.cli"]
 

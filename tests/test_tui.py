@@ -13,7 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 from test_tui_support import (
-    ACCESS_TOKEN, HEALTHY_REALM, REAUTH_REALM, REFRESH_TOKEN, Supervisord, TcpToUnixProxy, console_settings,
+    ACCESS_TOKEN,
+    HEALTHY_REALM,
+    REAUTH_REALM,
+    REFRESH_TOKEN,
+    Supervisord,
+    TcpToUnixProxy,
+    console_settings,
     seed_console_state,
 )
 

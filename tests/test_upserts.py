@@ -6,10 +6,19 @@ import copy
 import json
 from decimal import Decimal
 
-from db.upserts import (apply_objects, dump_raw, mark_deleted, mark_merged, reconcile_missing, upsert_company,
-                        upsert_objects, upsert_page)
-from services.entities import ENTITIES
 from samples import SAMPLES
+
+from db.upserts import (
+    apply_objects,
+    dump_raw,
+    mark_deleted,
+    mark_merged,
+    reconcile_missing,
+    upsert_company,
+    upsert_objects,
+    upsert_page,
+)
+from services.entities import ENTITIES
 
 REALM = "9130350000000001"
 INVOICE, ESTIMATE, CUSTOMER = ENTITIES["Invoice"], ENTITIES["Estimate"], ENTITIES["Customer"]

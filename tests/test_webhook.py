@@ -10,12 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from hypothesis import HealthCheck, event, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from samples import SAMPLES
 
 from db.connection import Database
 from services.config import load_settings
 from services.webhook import DB_WAIT_S, MAX_BODY_BYTES, ReceiverServer, make_app, sign
-from samples import SAMPLES
 
 TOKEN = "test-verifier-token-0123456789"
 URL_PATH = "/webhooks/quickbooks"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import psycopg
 import requests
-
-from services.webhook import sign
 from samples import SAMPLES
 from support import free_port
+
+from services.webhook import sign
 
 TOKEN = "cli-verifier-token-42"
 QBSYNC = str(Path(sys.executable).parent / "qbsync")

@@ -11,9 +11,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import requests
-
-from test_sync import connect_realm
 from support import free_port, wait_for
+from test_sync import connect_realm
 
 APPLY_WITHIN_S = 10.0
 

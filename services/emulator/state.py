@@ -587,8 +587,8 @@ class State:
                     return 400, self.not_found()
                 return 200, self._wrap(b'"CompanyInfo":' + realm.company_info)
             if entity is None:
-                return 400, self.fault("Unsupported Operation", f"Operation No resource method found for GET, "
-                                       f"return type class java.lang.Object is not supported.", "500")
+                return 400, self.fault("Unsupported Operation", "Operation No resource method found for GET, "
+                                       "return type class java.lang.Object is not supported.", "500")
             try:
                 rec = realm.stores[entity].records.get(int(object_id))
             except ValueError:
