@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["free_port", "wait_for"]
+__all__ = ["free_port", "wait_for", "stop_process", "realm_synced", "request_status"]
 
 T = TypeVar("T")
 
@@ -34,3 +34,32 @@ def wait_for(check: Callable[[], T], timeout: float = 20.0, what: str = "conditi
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def stop_process(proc, timeout: float = 30) -> tuple[str, str]:  # noqa: ANN001
+    """SIGTERM, wait up to `timeout`, then SIGKILL; returns the remaining (stdout, stderr) if piped."""
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    out, err = proc.communicate() if proc.stdout or proc.stderr else (None, None)
+    return out or "", err or ""
+
+
+def realm_synced(db, realm: str) -> bool:  # noqa: ANN001
+    """True once every entity of `realm` has a successful last run."""
+    with db.transaction() as conn:
+        return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
+                            " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
+
+
+def request_status(db, request_id: int) -> str:  # noqa: ANN001
+    """The status of one quickbooks.sync_requests row."""
+    with db.transaction() as conn:
+        return conn.execute("SELECT status FROM quickbooks.sync_requests WHERE id = %s", (request_id,)).fetchone()[0]

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support import free_port, wait_for
+from support import free_port, realm_synced, request_status, wait_for
 
 from db.connection import Database
 from db.embedded import stop_embedded
@@ -680,11 +680,7 @@ def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str
                     proc.wait()
         stack.callback(stop_all)
 
-        def synced() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
-                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
-        assert _wait(synced, 60), "the sync worker did not run its first sync"
+        assert _wait(lambda: realm_synced(db, realm), 60), "the sync worker did not run its first sync"
 
         server.stop()
         time.sleep(4)  # both workers try (and fail) at least once meanwhile
@@ -694,12 +690,7 @@ def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str
         # sync resumes: a requested run completes
         with db.transaction() as conn:
             request_id = enqueue_sync_request(conn, realm, "Customer", full=True, requested_by="test")
-
-        def request_done() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT status FROM quickbooks.sync_requests WHERE id = %s",
-                                    (request_id,)).fetchone()[0] == "done"
-        assert _wait(request_done, 60), "the sync worker did not resume"
+        assert _wait(lambda: request_status(db, request_id) == "done", 60), "the sync worker did not resume"
 
         # tokenup resumes: a token that falls due is refreshed
         with db.transaction() as conn:

@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from support import wait_for
+from support import realm_synced, request_status, stop_process, wait_for
 from test_sync import assert_exact, connect_realm
 
 from services.inbox import InboxEvent, store_events
@@ -46,11 +46,7 @@ def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, e
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "sync"], env=qbsync_env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def synced() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
-                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
-        assert wait_for(synced, 30), "the worker did not run its first sync"
+        wait_for(lambda: realm_synced(db, realm), 30, "the worker's first sync")
         admin = emulator.admin
         invoice = admin.mutate(realm, "Invoice", "update", id=admin.entities(realm, "Invoice")[0]["Id"])
         when = invoice["MetaData"]["LastUpdatedTime"]
@@ -69,12 +65,7 @@ def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, e
         assert time.monotonic() - started < 10
         with db.transaction() as conn:
             request_id = enqueue_sync_request(conn, realm, "Customer", full=True, requested_by="test")
-
-        def request_done() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT status FROM quickbooks.sync_requests WHERE id = %s",
-                                    (request_id,)).fetchone()[0] == "done"
-        assert wait_for(request_done, 20), "the queued request was not run"
+        wait_for(lambda: request_status(db, request_id) == "done", 20, "the queued request")
         with db.transaction() as conn:
             assert conn.execute("SELECT kind, trigger, status FROM quickbooks.sync_runs WHERE realm_id = %s"
                                 " AND entity = 'Customer' ORDER BY id DESC LIMIT 1", (realm,)).fetchone() == \
@@ -97,35 +88,21 @@ def test_sync_once_from_another_shell_while_the_worker_runs(db, settings, emulat
     worker = subprocess.Popen([sys.executable, "-m", "services.cli", "sync"], env=qbsync_env, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def synced() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
-                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
-        wait_for(synced, 60, "the worker's first sync")
+        wait_for(lambda: realm_synced(db, realm), 60, "the worker's first sync")
         for customer in emulator.admin.entities(realm, "Customer")[:5]:
             emulator.admin.mutate(realm, "Customer", "update", id=customer["Id"])
         emulator.admin.mutate(realm, "Invoice", "create")
         with db.transaction() as conn:  # the worker runs a full listing at the same time as --once
-            enqueue_sync_request(conn, realm, None, full=True, requested_by="test")
+            request_id = enqueue_sync_request(conn, realm, None, full=True, requested_by="test")
         runs = [subprocess.Popen([sys.executable, "-m", "services.cli", "sync", "--once", "--realm-id", realm],
                                  env=qbsync_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True) for _ in range(2)]
         for run in runs:
             out, err = run.communicate(timeout=120)
             assert run.returncode == 0, out + err
-
-        def request_done() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT count(*) FROM quickbooks.sync_requests WHERE realm_id = %s"
-                                    " AND status = 'done'", (realm,)).fetchone()[0] == 1
-        wait_for(request_done, 60, "the worker's full request")
+        wait_for(lambda: request_status(db, request_id) == "done", 60, "the worker's full request")
         assert_exact(db, emulator, realm)
         assert worker.poll() is None
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(5)
+        stop_process(worker)
     assert worker.returncode == 0

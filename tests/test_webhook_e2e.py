@@ -4,14 +4,13 @@ worker: the new values are in PostgreSQL within 10 s of receipt."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
 import requests
-from support import free_port, wait_for
+from support import free_port, realm_synced, stop_process, wait_for
 from test_sync import connect_realm
 
 APPLY_WITHIN_S = 10.0
@@ -22,17 +21,6 @@ def _start(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _stop(proc: subprocess.Popen) -> tuple[str, str]:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    return proc.communicate()
-
-
 def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds(  # noqa: ANN001
         db, settings, emulator, qbsync_env, tmp_path) -> None:
     realm = connect_realm(db, settings, emulator, customers=12, items=4, invoices=10, estimates=3)
@@ -41,11 +29,7 @@ def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds
     webhook = _start(env, tmp_path, "webhook")
     worker = _start(env, tmp_path, "sync")
     try:
-        def initial_sync_done() -> bool:
-            with db.transaction() as conn:
-                return conn.execute("SELECT count(*) FROM quickbooks.sync_state WHERE realm_id = %s"
-                                    " AND last_run_status = 'success'", (realm,)).fetchone()[0] == 5
-        assert wait_for(initial_sync_done, 60), "the worker did not finish its first sync"
+        wait_for(lambda: realm_synced(db, realm), 60, "the worker's first sync")
         wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok, 30, "webhook /healthz",
                  ignore=(requests.RequestException,))
 
@@ -90,7 +74,7 @@ def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds
                                          " WHERE realm_id = %s GROUP BY status", (realm,)).fetchall())
         assert statuses.get("processed", 0) >= 2 and not statuses.get("failed")
     finally:
-        webhook_out = _stop(webhook)
-        worker_out = _stop(worker)
+        webhook_out = stop_process(webhook)
+        worker_out = stop_process(worker)
     assert webhook.returncode == 0, webhook_out[1]
     assert worker.returncode == 0, worker_out[1]
