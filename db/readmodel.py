@@ -18,7 +18,7 @@ import psycopg
 from services.logs import redact
 
 __all__ = [
-    "ENTITY_ORDER", "RECENT_ERRORS", "status_snapshot", "health", "enqueue_sync_request",
+    "ENTITY_ORDER", "RECENT_ERRORS", "status_snapshot", "health",
     "sync_request_states", "READ_MODEL_QUERIES",
 ]
 
@@ -223,20 +223,6 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
     if warning:
         return 1, warning
     return 0, []
-
-
-def enqueue_sync_request(conn: psycopg.Connection, realm_id: str | None, entity: str | None = None,
-                         full: bool = False, requested_by: str = "tui") -> int:
-    """Queue a sync request in the caller's transaction; returns its id.
-
-    The fallback used when services/sync.py provides none (same table, same columns).
-    """
-    row = conn.execute(
-        "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
-        " VALUES (%s, %s, %s, %s) RETURNING id",
-        (realm_id, entity, full, requested_by),
-    ).fetchone()
-    return int(row[0])
 
 
 def sync_request_states(conn: psycopg.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:

@@ -23,7 +23,7 @@ from services.qbotime import parse_qbo_time_or_none
 
 __all__ = [
     "Column", "LineSpec", "EntitySpec", "ENTITIES", "ENTITY_NAMES", "LINE_COLUMNS",
-    "get_spec", "field_path", "meta_updated", "version_of", "parse_time",
+    "get_spec", "field_path", "meta_updated", "parse_time",
 ]
 
 Extractor = Callable[[dict], Any]
@@ -102,12 +102,6 @@ def parse_time(value: Any) -> datetime | None:
 
 meta_updated: Extractor = field_path("MetaData", "LastUpdatedTime")
 meta_created: Extractor = field_path("MetaData", "CreateTime")
-
-
-def version_of(obj: dict) -> tuple[str | None, str | None]:
-    """(MetaData.LastUpdatedTime, SyncToken) of a QBO object, as sent."""
-    token = obj.get("SyncToken")
-    return meta_updated(obj), (None if token is None else str(token))
 
 
 @dataclass(frozen=True)

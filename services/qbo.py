@@ -141,21 +141,22 @@ class TokenProvider(Protocol):
 class _RealmTokens:
     """The default provider: services.tokens (imported lazily), which also knows base_url."""
 
-    def __init__(self, db, settings, realm_id: str) -> None:  # noqa: ANN001
-        self.db, self.settings, self.realm_id = db, settings, realm_id
+    def __init__(self, db, settings, realm_id: str, service: str) -> None:  # noqa: ANN001
+        self.db, self.settings, self.realm_id, self.service = db, settings, realm_id, service
         self.base_url = ""
 
     def access_token(self) -> str:
         from services.tokens import access_token_for
 
-        token, base_url = access_token_for(self.db, self.settings, self.realm_id)
+        token, base_url = access_token_for(self.db, self.settings, self.realm_id, service=self.service)
         self.base_url = base_url or ""
         return token
 
     def refresh(self, stale: str) -> str:
         from services.tokens import refresh_realm
 
-        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401", service="sync")
+        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401",
+                     service=self.service)
         return self.access_token()
 
 
@@ -184,7 +185,9 @@ class QBOClient:
                  sleep: Callable[[float], None] = time.sleep,
                  timeout: tuple[float, float] = (5.0, 60.0),
                  budget=None,  # noqa: ANN001  (a services.budget.RateBudget)
-                 token_provider: TokenProvider | None = None) -> None:
+                 token_provider: TokenProvider | None = None,
+                 service: str = "sync") -> None:
+        """`service` labels token-refresh errors recorded on this client's behalf."""
         if not realm_id:
             raise ValueError("realm_id is required")
         connect_s, read_s = timeout
@@ -204,7 +207,7 @@ class QBOClient:
             budget = RateBudget(db, self.realm_id, settings.max_requests_per_minute,
                                 settings.max_concurrency)
         self.budget = budget
-        self._tokens: Any = token_provider or _RealmTokens(db, settings, self.realm_id)
+        self._tokens: Any = token_provider or _RealmTokens(db, settings, self.realm_id, service)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -58,13 +58,11 @@ from db.upserts import (
 )
 from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
 from services.errors import DatabaseUnavailable, NeedsReauth, QBSyncError
-from services.inbox_apply import process_inbox
 from services.logs import redact
 from services.qbo import QBOClient, RawPage
 
 __all__ = [
-    "EntityOutcome", "RealmSync", "SyncClient", "sync_realm", "enqueue_sync_request",
-    "process_inbox",
+    "EntityOutcome", "RealmSync", "sync_realm", "enqueue_sync_request",
     "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN", "COMPANY_REFRESH",
 ]
 
@@ -106,9 +104,6 @@ class EntityOutcome:
         self.rows_fetched += result.received
         self.rows_upserted += result.written
         self.rows_deleted += result.deleted
-
-
-SyncClient = QBOClient  # the sync's client (QBOClient.query_page serves its concurrent listings)
 
 
 class _Clients:
@@ -161,7 +156,7 @@ class RealmSync:
         self.stop = stop
         if client_factory is None:
             def client_factory() -> Any:
-                return SyncClient(db, settings, self.realm_id)
+                return QBOClient(db, settings, self.realm_id)
         self._factory = client_factory
         self.concurrency = max(1, int(getattr(settings, "max_concurrency", 4)))
         self._local = threading.local()  # per entity-run thread: its _Clients

@@ -384,7 +384,7 @@ def _company_info_via_client(db, settings, realm_id: str) -> dict[str, Any] | No
     except ImportError:
         return None
     try:
-        info = QBOClient(db, settings, realm_id).company_info()
+        info = QBOClient(db, settings, realm_id, service="cli").company_info()
     except (TypeError, AttributeError) as exc:  # a client with another shape: use the direct request
         log.debug("QBOClient.company_info unusable (%s); fetching directly", type(exc).__name__)
         return None

@@ -17,11 +17,11 @@ from test_tui_support import (
 from db.readmodel import (
     ENTITY_ORDER,
     READ_MODEL_QUERIES,
-    enqueue_sync_request,
     health,
     status_snapshot,
     sync_request_states,
 )
+from services.sync import enqueue_sync_request
 
 NOW = datetime(2026, 11, 22, 14, 5, 0, tzinfo=timezone.utc)
 TOKEN_KEYS = {"status", "access_expires_at", "refresh_expires_at", "hard_expires_at", "last_refreshed_at",

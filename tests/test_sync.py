@@ -20,7 +20,8 @@ import requests
 from db.connection import Database
 from services.entities import ENTITIES, parse_time
 from services.errors import DatabaseUnavailable
-from services.sync import SyncClient, sync_realm
+from services.qbo import QBOClient
+from services.sync import sync_realm
 
 DATA_KEYS = ("query", "cdc", "read", "companyinfo")
 
@@ -265,10 +266,10 @@ def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, setti
                 if pages["n"] == 2:
                     emulator.admin.expire_access_tokens(realm)
 
-    def factory() -> SyncClient:  # concurrent pages, each client with a hooked session
+    def factory() -> QBOClient:  # concurrent pages, each client with a hooked session
         session = requests.Session()
         session.hooks["response"].append(hook)
-        return SyncClient(db, settings, realm, session=session)
+        return QBOClient(db, settings, realm, session=session)
 
     outcomes = sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
     assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
@@ -354,10 +355,10 @@ def _outage_scenario(db, settings, emulator, pg_server) -> None:  # noqa: ANN001
                     admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                                   " WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
 
-    def factory() -> SyncClient:
+    def factory() -> QBOClient:
         session = requests.Session()
         session.hooks["response"].append(outage)
-        return SyncClient(db, settings, realm, session=session)
+        return QBOClient(db, settings, realm, session=session)
 
     with pytest.raises(DatabaseUnavailable):
         sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
@@ -383,10 +384,10 @@ def _recording_factory(db, settings, realm: str, log: list[tuple[str, int]]):  #
             with lock:
                 log.append((statement, len(response.content)))
 
-    def factory() -> SyncClient:
+    def factory() -> QBOClient:
         session = requests.Session()
         session.hooks["response"].append(hook)
-        return SyncClient(db, settings, realm, session=session)
+        return QBOClient(db, settings, realm, session=session)
     return factory
 
 
@@ -439,3 +440,22 @@ def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings
     assert ok(sync_realm(db, settings, realm))  # back on one CDC call
     assert data_calls(emulator, realm) == {"query": 0, "cdc": 1, "read": 0, "companyinfo": 0}
     assert_exact(db, emulator, realm)
+
+
+def test_a_refresh_token_rejected_during_a_sync_is_recorded_by_sync(db, settings, emulator) -> None:  # noqa: ANN001
+    """The sync's refresh goes through the one token path, and its failure is labelled `sync`."""
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=3, estimates=1)
+    emulator.admin.expire_access_tokens(realm)
+    emulator.admin.invalidate_refresh_tokens(realm)
+    with db.transaction() as conn:
+        conn.execute("UPDATE quickbooks.tokens SET expires_at = now() - interval '1 minute' WHERE realm_id = %s",
+                     (realm,))
+    outcomes = sync_realm(db, settings, realm)
+    assert not any(o.status == "success" for o in outcomes)
+    with db.transaction() as conn:
+        status = conn.execute("SELECT status FROM quickbooks.tokens WHERE realm_id = %s", (realm,)).fetchone()[0]
+        services_seen = {r[0] for r in conn.execute(
+            "SELECT service FROM quickbooks.errors WHERE realm_id = %s AND message ILIKE '%%invalid_grant%%'",
+            (realm,))}
+    assert status == "needs_reauth"
+    assert services_seen == {"sync"}

@@ -640,10 +640,7 @@ class QBSyncApp(App[None]):
     def _sync_worker(self, realm_id: str) -> None:
         key = f"sync:{realm_id}"
         try:
-            try:
-                from services.sync import enqueue_sync_request
-            except ImportError:
-                from db.readmodel import enqueue_sync_request
+            from services.sync import enqueue_sync_request
             with self.db.transaction() as conn:
                 request_id = enqueue_sync_request(conn, realm_id, requested_by="tui")
             self.post_message(ActionDone(key, f"sync #{request_id} of {self._realm_label(realm_id)} queued",
