@@ -19,27 +19,29 @@ from services.errors import DatabaseUnavailable
 from services.logs import redact
 from services.supervisor_rpc import process_states
 
-__all__ = ["cmd_status", "collect_status", "render_text", "relative"]
+__all__ = ["cmd_status", "collect_status", "render_text", "relative", "span"]
+
+
+def span(seconds: float) -> str:
+    """A duration in the operator's shorthand, sign ignored: 45s, 12m, 3h02m, 9d, 4y."""
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s < 2 * 365 * 86400:
+        return f"{s // 86400}d"
+    return f"{s // (365 * 86400)}y"
 
 
 def relative(value: str | None, now: datetime) -> str:
     """'5m ago' / 'in 3h02m' / 'never' for an ISO time relative to `now`."""
     if not value:
         return "never"
-    when = datetime.fromisoformat(value)
-    seconds = int((when - now).total_seconds())
-    span = abs(seconds)
-    if span < 60:
-        text = f"{span}s"
-    elif span < 3600:
-        text = f"{span // 60}m"
-    elif span < 86400:
-        text = f"{span // 3600}h{(span % 3600) // 60:02d}m"
-    elif span < 2 * 365 * 86400:
-        text = f"{span // 86400}d"
-    else:
-        text = f"{span // (365 * 86400)}y"
-    return f"in {text}" if seconds > 0 else f"{text} ago"
+    seconds = (datetime.fromisoformat(value) - now).total_seconds()
+    return f"in {span(seconds)}" if int(seconds) > 0 else f"{span(seconds)} ago"
 
 
 def _duration(seconds: int) -> str:

@@ -35,6 +35,7 @@ from textual.widgets import DataTable, Footer, RichLog, Static
 from db.readmodel import ENTITY_ORDER, health, status_snapshot, sync_request_states
 from services.errors import QBSyncError
 from services.logs import redact
+from services.status import span
 from tui.logtail import LogTail
 
 __all__ = ["QBSyncApp", "cmd_tui", "LOG_SOURCES", "ErrorDetailScreen"]
@@ -52,25 +53,12 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _span(seconds: float) -> str:
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < DAY:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s < 2 * 365 * DAY:
-        return f"{s // 86400}d"
-    return f"{s // (365 * 86400)}y"
-
-
 def ago(value: str | None, now: datetime) -> str:
     """'5m ago' or 'never'."""
     when = _parse(value)
     if when is None:
         return "never"
-    return f"{_span((now - when).total_seconds())} ago"
+    return f"{span((now - when).total_seconds())} ago"
 
 
 def until(value: str | None, now: datetime) -> str:
@@ -79,7 +67,7 @@ def until(value: str | None, now: datetime) -> str:
     if when is None:
         return "-"
     left = (when - now).total_seconds()
-    return f"in {_span(left)}" if left > 0 else "due"
+    return f"in {span(left)}" if left > 0 else "due"
 
 
 def countdown(value: str | None, now: datetime, margin_s: float) -> Text:
@@ -91,7 +79,7 @@ def countdown(value: str | None, now: datetime, margin_s: float) -> Text:
     if left <= 0:
         return Text("expired", style="bold red")
     s = int(left)
-    text = f"{s // 60:02d}:{s % 60:02d}" if s < 3600 else _span(left)
+    text = f"{s // 60:02d}:{s % 60:02d}" if s < 3600 else span(left)
     return Text(text, style="yellow" if left < margin_s else "green")
 
 
@@ -104,7 +92,7 @@ def expiry(value: str | None, now: datetime) -> Text:
     if left <= 0:
         return Text("expired", style="bold red")
     style = "red" if left <= 7 * DAY else "yellow" if left <= 30 * DAY else "green"
-    return Text(f"in {_span(left)}", style=style)
+    return Text(f"in {span(left)}", style=style)
 
 
 def token_status(status: str) -> Text:
@@ -499,7 +487,7 @@ class QBSyncApp(App[None]):
             line.append(f"{proc['name']} ")
             line.append(proc["state"], style=style)
             if proc["state"] == "RUNNING":
-                line.append(f" {_span(proc['uptime_s'])}")
+                line.append(f" {span(proc['uptime_s'])}")
         self.query_one("#procs", Static).update(line)
 
     def _render_errors(self, now: datetime) -> None:
