@@ -143,11 +143,10 @@ def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: Inb
             _finish(db, dead, "failed", message)
             stats.failed += len(dead)
         if retry:
-            with db.transaction() as conn:
-                for event in retry:
-                    conn.execute("UPDATE quickbooks.webhook_inbox SET next_attempt_at = now() + %s,"
-                                 " last_error = %s WHERE id = %s",
-                                 (retry_delay(event.attempts), message[:2000], event.id))
+            with db.transaction() as conn, conn.cursor() as cur:
+                cur.executemany("UPDATE quickbooks.webhook_inbox SET next_attempt_at = now() + %s,"
+                                " last_error = %s WHERE id = %s",
+                                [(retry_delay(e.attempts), message[:2000], e.id) for e in retry])
             stats.retried += len(retry)
         _error(db, realm_id, f"webhook events ({len(known)}) not applied, will retry: {message}", exc)
         with db.transaction() as conn:
