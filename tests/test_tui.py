@@ -24,7 +24,7 @@ from test_tui_support import (
 )
 
 from db.connection import Database
-from tui.app import ErrorDetailScreen, QBSyncApp
+from tui.app import LOG_SOURCES, ActionDone, ErrorDetailScreen, LogLines, PollResult, QBSyncApp
 
 SIZE = (80, 24)
 
@@ -343,3 +343,18 @@ async def test_s_request_is_consumed_by_the_sync_worker(db, settings, emulator, 
     with db.transaction() as conn:
         assert conn.execute("SELECT status, requested_by FROM quickbooks.sync_requests").fetchall() == [
             ("done", "tui")]
+
+
+@sync_test
+async def test_messages_and_timers_arriving_after_quit_are_harmless(db, database_url, seeded, tmp_path) -> None:  # noqa: ANN001
+    """A log tail, poll or key action that finishes while the console quits must not raise NoMatches."""
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock",
+                       poll_interval_s=600)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        await pilot.press("q")
+    assert not app.screen_stack or app._closed  # its widgets are gone
+    app.on_log_lines(LogLines(LOG_SOURCES[0], ["late line"]))
+    app.on_poll_result(PollResult(None, None, {}, "late poll"))
+    app.on_action_done(ActionDone("token:x", "late action"))
+    app._tick()

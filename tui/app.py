@@ -16,6 +16,7 @@ poll recovers by itself. All data reads go through `db.readmodel`, the same read
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +26,10 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, ScreenStackError
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, RichLog, Static
@@ -181,6 +183,26 @@ class ErrorDetailScreen(ModalScreen[None]):
 
 # ---------------------------------------------------------------- the app
 
+def _shutting_down(app: App) -> bool:
+    """True once the console is quitting (`q`, SIGTERM, the end of a Pilot run): its screens go."""
+    return bool(getattr(app, "_quit_requested", False) or app._closing or app._closed or not app.screen_stack)
+
+
+def _harmless_after_shutdown(handler: Callable[..., None]) -> Callable[..., None]:
+    """A message or timer that arrives while the console shuts down (its widgets already removed)
+    is dropped, and nothing is rescheduled, instead of raising NoMatches on a widget that is gone."""
+
+    @functools.wraps(handler)
+    def guarded(self: App, *args: Any) -> None:
+        try:
+            handler(self, *args)
+        except (NoMatches, ScreenStackError):
+            if not _shutting_down(self):
+                raise
+
+    return guarded
+
+
 class QBSyncApp(App[None]):
     """The console. `db` is a `db.connection.Database`; `clock()` returns an aware datetime."""
 
@@ -326,6 +348,7 @@ class QBSyncApp(App[None]):
             except Exception:  # noqa: BLE001
                 pass
 
+    @_harmless_after_shutdown
     def on_poll_result(self, message: PollResult) -> None:
         self._polling = False
         self.polls += 1
@@ -513,6 +536,7 @@ class QBSyncApp(App[None]):
         return [Text(ago(e["at"], now).replace(" ago", "")), Text(e["service"] or ""),
                 Text(one_line(realm, 10)), Text(e["entity"] or "-"), Text(one_line(e["message"], 120))]
 
+    @_harmless_after_shutdown
     def _tick(self) -> None:
         """Every second, between polls: the countdowns and relative times move."""
         if self.snapshot is None:
@@ -556,6 +580,7 @@ class QBSyncApp(App[None]):
             lines = [f"[cannot read log: {exc}]"]
         self.post_message(LogLines(source, lines))
 
+    @_harmless_after_shutdown
     def on_log_lines(self, message: LogLines) -> None:
         if message.source == LOG_SOURCES[self._log_index]:
             log = self.query_one("#log", RichLog)
@@ -662,6 +687,7 @@ class QBSyncApp(App[None]):
             self.post_message(ActionDone(key, redact(f"cannot restart {program}: {one_line(str(exc), 300)}"),
                                          "error"))
 
+    @_harmless_after_shutdown
     def on_action_done(self, message: ActionDone) -> None:
         self._busy.discard(message.key)
         if message.request_id is not None and message.realm_id is not None:
@@ -677,6 +703,10 @@ class QBSyncApp(App[None]):
         table = self.query_one("#errors", DataTable)
         index = min(max(table.cursor_row, 0), len(errors) - 1)
         self.push_screen(ErrorDetailScreen(errors[index], self.clock()))
+
+    def exit(self, *args: Any, **kwargs: Any) -> None:
+        self._quit_requested = True
+        super().exit(*args, **kwargs)
 
     def on_unmount(self) -> None:
         self._drop_connection()
