@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
 }
 NO_SETTINGS = {"emulator"}  # runs without qbsync configuration
 WORKERS = {"tokenup", "sync", "webhook"}  # run under supervisord: their lines carry timestamps
+# may refresh tokens, so the app keys are checked at start, before any work (even with no realm yet)
+REFRESHES_TOKENS = {"sync", "tokenup", "token add", "token refresh", "token revoke", "connect", "tui"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from services.config import load_settings
 
         settings = load_settings()
+        if key in REFRESHES_TOKENS:
+            settings.require_client()
         return int(command(args, settings) or 0)
     except ConfigError as exc:
         _fail(key, f"configuration error: {exc.one_line()}")

@@ -352,12 +352,13 @@ def add_tokens(db, settings, realm_id: str, refresh_token: str, *, access_token:
                VALUES (%(realm)s, %(realm)s, %(access)s, %(refresh)s, %(scope)s,
                    CASE WHEN %(access)s::text IS NOT NULL AND %(exp)s::int IS NOT NULL
                         THEN clock_timestamp() + make_interval(secs => %(exp)s::int) END,
-                   true, 'active', NULL, NULL)
+                   true, 'active', NULL, clock_timestamp())
                ON CONFLICT (realm_id) DO UPDATE SET
                    company_id = EXCLUDED.company_id, access_token = EXCLUDED.access_token,
                    refresh_token = EXCLUDED.refresh_token, expires_at = EXCLUDED.expires_at,
                    refresh_token_expires_at = NULL, refresh_token_hard_expires_at = NULL,
-                   is_active = true, status = 'active', last_error = NULL, last_refreshed_at = NULL,
+                   is_active = true, status = 'active', last_error = NULL,
+                   last_refreshed_at = EXCLUDED.last_refreshed_at,
                    updated_at = now(), last_updated = now()""",
             {"realm": realm_id, "access": access_token, "refresh": refresh_token,
              "scope": oauth.SCOPE_ACCOUNTING, "exp": expires_in})

@@ -21,14 +21,11 @@ from services.worker import Stop
 QBSYNC = [sys.executable, "-m", "services.cli"]
 
 
-def seed_realm(db, settings, emulator, *, access_expires_in: int = 3600, recently_refreshed: bool = False) -> str:
+def seed_realm(db, settings, emulator, *, access_expires_in: int = 3600) -> str:
     realm_id = emulator.admin.create_realm(customers=0, items=0, invoices=0, estimates=0)
     issued = emulator.admin.issue_tokens(realm_id, access_expires_in=access_expires_in)
     add_tokens(db, settings, realm_id, issued["refresh_token"], access_token=issued["access_token"],
                expires_in=access_expires_in)
-    if recently_refreshed:
-        with db.transaction() as conn:
-            conn.execute("UPDATE quickbooks.tokens SET last_refreshed_at = now() WHERE realm_id = %s", (realm_id,))
     return realm_id
 
 
@@ -62,7 +59,7 @@ def qbsync_waiters(database_url: str, *, state: str | None = None) -> int:
 
 def test_tokenup_once_refreshes_a_token_that_expires_in_five_minutes(db, settings, emulator, qbsync_env, tmp_path):
     due = seed_realm(db, settings, emulator, access_expires_in=300)
-    fresh = seed_realm(db, settings, emulator, recently_refreshed=True)
+    fresh = seed_realm(db, settings, emulator)  # just stored: not idle
 
     run = subprocess.run([*QBSYNC, "tokenup", "--once"], env=qbsync_env, cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
@@ -74,6 +71,31 @@ def test_tokenup_once_refreshes_a_token_that_expires_in_five_minutes(db, setting
     refreshed_lines = [ln for ln in run.stdout.splitlines() if f"realm {due}: token refreshed" in ln]
     assert len(refreshed_lines) == 1
     assert refreshed_lines[0][:4].isdigit() and refreshed_lines[0][4] == "-"  # timestamped
+
+
+def test_a_token_just_added_is_not_idle_until_24_h_after_it_was_stored(db, emulator, qbsync_env, tmp_path):
+    realm_id = emulator.admin.create_realm(customers=0, items=0, invoices=0, estimates=0)
+    issued = emulator.admin.issue_tokens(realm_id, access_expires_in=3600)
+
+    def qbsync(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*QBSYNC, *argv], env=qbsync_env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+
+    added = qbsync("token", "add", "--realm-id", realm_id, "--refresh-token", issued["refresh_token"],
+                   "--access-token", issued["access_token"], "--expires-in", "3600")
+    assert added.returncode == 0, added.stderr
+    first = qbsync("tokenup", "--once")
+    assert first.returncode == 0, first.stderr
+    assert refresh_calls(emulator, realm_id) == 0, first.stdout
+    assert "unused for 24 h" not in first.stdout + first.stderr
+
+    with db.transaction() as conn:  # the idle clock runs from when the token was stored
+        conn.execute("UPDATE quickbooks.tokens SET last_refreshed_at = last_refreshed_at - interval '25 hours'"
+                     " WHERE realm_id = %s", (realm_id,))
+    later = qbsync("tokenup", "--once")
+    assert later.returncode == 0, later.stderr
+    assert refresh_calls(emulator, realm_id) == 1
+    assert "unused for 24 h" in later.stdout
 
 
 def test_eight_simultaneous_refreshes_make_exactly_one_call(db, settings, emulator, qbsync_env, database_url,
@@ -304,3 +326,16 @@ def test_bad_realm_ids_get_one_line(qbsync_env, tmp_path, argv):
 
 
 
+
+
+@pytest.mark.parametrize("argv", [["sync", "--once"], ["tokenup", "--once"], ["token", "refresh"],
+                                  ["token", "revoke", "--realm-id", "123"], ["connect", "--realm-id", "123"],
+                                  ["token", "add", "--realm-id", "123", "--refresh-token", "RT-not-used"], ["tui"]])
+def test_commands_that_may_refresh_tokens_check_the_app_keys_at_start(qbsync_env, tmp_path, argv):
+    """Even with no realm stored yet (nothing to refresh today), a missing key is one line and exit 2."""
+    env = {k: v for k, v in qbsync_env.items() if k != "QBO_CLIENT_ID"}
+    run = subprocess.run([*QBSYNC, *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         stdin=subprocess.DEVNULL)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "QBO_CLIENT_ID" in run.stderr
+    assert "Traceback" not in run.stderr and "no realm" not in run.stdout
