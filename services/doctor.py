@@ -85,8 +85,9 @@ def _supervisord(settings: Settings) -> Check:
 
 def _log_dir(settings: Settings) -> Check:
     folder = settings.log_dir
+    if not folder.is_dir():  # doctor reports; creating it is the install step's job, not a side effect here
+        return Check("logs", False, f"{folder} does not exist: run `python3 dev.py install`")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".doctor-"):
             pass
     except OSError as exc:

@@ -21,7 +21,8 @@ REDACTED = "[REDACTED]"
 _secrets: set[str] = set()
 _lock = threading.Lock()
 _PATTERNS = [
-    re.compile(r"(?i)(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    # an Authorization header's scheme and credentials; not the word inside a URL (`…/tokens/bearer`)
+    re.compile(r"(?i)(?<![/\w])(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?i)((?:access|refresh|id)_token|client_secret|verifier_token|password)"
                r"([\"']?\s*[:=]\s*[\"']?)[^\s\"'&,}]+"),
 ]

@@ -15,6 +15,12 @@ def test_registered_secrets_and_token_shapes_are_redacted() -> None:
     assert "x=1" in out
 
 
+def test_urls_are_not_redacted_only_secrets() -> None:
+    line = "token url https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer unreachable: ConnectionError"
+    assert redact(line) == line
+    assert "abcdefgh1234" not in redact("headers: Authorization: Basic abcdefgh1234 and bearer abcdefgh1234")
+
+
 def test_secret_never_shows_itself() -> None:
     s = Secret("client-secret-xyz")
     assert "client-secret-xyz" not in repr(s) + str(s) + f"{s}"
