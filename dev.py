@@ -35,9 +35,25 @@ def install() -> None:
         venv.create(VENV, with_pip=True)
     print("dev.py: installing qbsync and its dependencies into .venv", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[test]"], check=True, cwd=ROOT)
+    _quiet([*pip, "--upgrade", "pip"])
+    _quiet([*pip, "-e", f"{ROOT}[test]"])
     STAMP.write_text(digest)
+
+
+def make_runtime_dirs() -> None:
+    """logs/ and var/ (supervisord's log, socket and pid file), private to the installing user."""
+    for name in ("logs", "var"):
+        folder = ROOT / name
+        folder.mkdir(mode=0o750, exist_ok=True)
+        folder.chmod(0o750)
+
+
+def _quiet(command: list[str]) -> None:
+    """Run an install step; its output (pip's and setuptools' warnings) is shown only if it fails."""
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout + done.stderr)
+        sys.exit(f"dev.py: {' '.join(command[2:4])} failed (exit {done.returncode})")
 
 
 def main(argv: list[str]) -> int:
@@ -46,6 +62,7 @@ def main(argv: list[str]) -> int:
         return 2
     command, rest = argv[0], argv[1:]
     install()
+    make_runtime_dirs()
     os.chdir(ROOT)
     if command == "run":
         os.execv(str(BIN / "qbsync"), [str(BIN / "qbsync"), "demo", *rest])
