@@ -106,3 +106,9 @@ class TransportError(Retriable):
 
 class FatalQBOError(QBOError):
     pass
+
+
+class CDCTooOld(FatalQBOError):
+    """CDC refused `changedSince` as older than its fixed window (by Intuit's clock)."""
+
+    action = "none: qbsync catches up with windowed queries instead of CDC"

@@ -15,6 +15,7 @@ Mapping, first match wins:
     401, or code 3200                   -> AuthenticationFailed (refresh once, retry once)
     404, or code 610                    -> NotFound
     5xx                                 -> ServerError      (retried with backoff)
+    400 "... older than fixed days ..."   -> CDCTooOld        (the sync goes to windowed queries)
     anything else                       -> FatalQBOError    (validation 6240, 4000 MAXRESULTS...)
 
 Every error carries code, message, detail, fault type, `intuit_tid` (header `intuit_tid` or
@@ -32,6 +33,7 @@ from typing import Any
 
 from services.errors import (
     AuthenticationFailed,
+    CDCTooOld,
     FatalQBOError,
     NotFound,
     QBOError,
@@ -48,6 +50,7 @@ MAX_TEXT_CHARS = 300
 _TOKEN_FRAGMENT = re.compile(r"(?i)(\btoken[^:]{0,40}:\s*)[A-Za-z0-9._~+/=-]{8,}")
 _TAGS = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
+_CDC_TOO_OLD = re.compile(r"(?i)older\s+than\s+(?:fixed\s+|\d+\s+)?days")
 
 
 class FaultEntry:
@@ -227,6 +230,8 @@ def _build(status: int, headers: Mapping[str, str] | None, entries: list[FaultEn
     first = entries[0] if entries else FaultEntry(None, None, None)
     message = _clean(first.message)
     detail = _clean(first.detail)
+    if cls is FatalQBOError and status == 400 and _CDC_TOO_OLD.search(f"{message} {detail}"):
+        cls = CDCTooOld
     if len(entries) > 1:
         more = "; ".join(filter(None, (_clean(f"{e.code}: {e.message}") for e in entries[1:])))
         detail = f"{detail or ''} (+{len(entries) - 1} more: {more})".strip()

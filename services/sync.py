@@ -15,7 +15,8 @@ For each due (realm, entity) (SPEC section 6):
   A response of 1,000 objects is treated as truncated: the entities are asked one by one, and
   an entity still truncated is resolved without CDC (below).
 - **window** — an entity whose cursor is older than CDC's 30 days (minus a day of margin, by
-  QBO's clock), or whose CDC stays truncated: a windowed query `MetaData.LastUpdatedTime >=
+  QBO's clock), whose CDC call QBO refuses as "older than fixed days" (QBO's clock is ahead of
+  ours: every entity of that call), or whose CDC stays truncated: a windowed query `MetaData.LastUpdatedTime >=
   cursor` (paged, complete for live rows); for entities whose rows can vanish (hard-deleted
   transactions, merged customers) the delete markers a truncated CDC did show are applied, a
   COUNT of QBO's rows older than the window is compared with the local live rows, and only if
@@ -57,7 +58,7 @@ from db.upserts import (
     upsert_page,
 )
 from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
-from services.errors import DatabaseUnavailable, NeedsReauth, QBSyncError
+from services.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError
 from services.logs import redact
 from services.qbo import QBOClient, RawPage
 
@@ -528,7 +529,9 @@ class RealmSync:
         for i, spec in enumerate(specs):
             calls = shared_calls if i == 0 else 0
             cursor = cursors[spec.name]
-            if result is None:
+            if isinstance(error, CDCTooOld):  # by Intuit's clock: catch up as a stale cursor does
+                outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
+            elif result is None:
                 body: Callable[[EntityOutcome], None] = lambda o, e=error: _raise(e)
                 outcomes.append(self._guard(spec, "cdc", body, calls))
             elif cursor < result.time - (CDC_WINDOW - CDC_MARGIN):

@@ -165,18 +165,25 @@ def test_cdc_caps_at_1000_objects_across_entities(emulator):
     assert len(one["Item"]) == 5  # a narrower request gets everything
 
 
-def test_cdc_only_looks_back_30_days(emulator, realm):
+def test_cdc_refuses_a_changed_since_older_than_30_days(emulator, realm):
     realm_id, access = realm
     admin = emulator.admin
-    long_ago = fmt_ts(admin.now() - 60 * DAY)
-    assert cdc_objects(cdc(emulator, realm_id, access, "Customer", long_ago))["Customer"]
+    almost = fmt_ts(admin.now() - 29 * DAY)
+    assert cdc_objects(cdc(emulator, realm_id, access, "Customer", almost))["Customer"]
     admin.mutate(realm_id, "Customer", "update", id="2")
     admin.advance_clock(31 * DAY)
     assert read(emulator, realm_id, access, "customer/2").status_code == 401  # an hour-long token is long gone
     access = admin.issue_tokens(realm_id)["access_token"]
-    assert cdc(emulator, realm_id, access, "Customer,Invoice", long_ago)["CDCResponse"] == [{"QueryResponse": []}]
+    refused = requests.get(f"{emulator.url}/v3/company/{realm_id}/cdc",
+                           params={"entities": "Customer,Invoice", "changedSince": almost, "minorversion": "75"},
+                           headers={"Authorization": f"Bearer {access}", "Accept": "application/json"}, timeout=30)
+    assert refused.status_code == 400
+    (error,) = refused.json()["Fault"]["Error"]
+    assert error["code"] == "2010" and "older than fixed days is not supported" in error["Detail"]
+    recent = fmt_ts(admin.now() - 29 * DAY)
+    assert cdc(emulator, realm_id, access, "Customer,Invoice", recent)["CDCResponse"] == [{"QueryResponse": []}]
     admin.mutate(realm_id, "Invoice", "update", id="2")
-    objects = cdc_objects(cdc(emulator, realm_id, access, "Customer,Invoice", long_ago))
+    objects = cdc_objects(cdc(emulator, realm_id, access, "Customer,Invoice", recent))
     assert list(objects) == ["Invoice"] and [i["Id"] for i in objects["Invoice"]] == ["2"]
     # the query API still sees everything: a stale cursor must re-query
     resp = requests.get(f"{emulator.url}/v3/company/{realm_id}/query",

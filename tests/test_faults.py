@@ -10,6 +10,7 @@ from samples import SAMPLES
 
 from services.errors import (
     AuthenticationFailed,
+    CDCTooOld,
     FatalQBOError,
     NotFound,
     QBOError,
@@ -110,6 +111,17 @@ def test_validation_and_maxresults_faults_are_fatal_not_retriable() -> None:
     err = parse_fault(400, {}, body)
     assert isinstance(err, FatalQBOError) and err.code == "4000"
     assert "1500 is too large" in (err.detail or "")
+
+
+def test_cdc_refusing_an_old_changed_since_is_its_own_error() -> None:
+    body = (b'{"Fault":{"Error":[{"Message":"Request has invalid or unsupported property","Detail":"Property '
+            b'Name:Can not process CDC request with changedSince date 2026-01-01T00:00:00Z which is older than '
+            b'fixed days is not supported. specified is unsupported or invalid","code":"2010",'
+            b'"element":"changedSince"}],"type":"ValidationFault"}}')
+    err = parse_fault(400, {}, body)
+    assert isinstance(err, CDCTooOld) and err.code == "2010"
+    other = parse_fault(400, {}, body.replace(b"older than fixed days", b"not a date"))
+    assert isinstance(other, FatalQBOError) and not isinstance(other, CDCTooOld)
 
 
 def test_html_503_is_server_error_and_retry_after_is_read() -> None:

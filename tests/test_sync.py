@@ -212,7 +212,12 @@ def test_more_than_1000_changes_since_the_last_run_miss_nothing(db, settings, em
     assert_exact(db, emulator, realm)
 
 
-def test_a_cursor_31_days_old_is_still_exact_including_deletes(db, settings, emulator) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("days", [31, 29.5], ids=["cdc-refuses-it", "inside-the-margin"])
+def test_a_cursor_a_month_old_by_intuits_clock_is_still_exact_including_deletes(  # noqa: ANN001
+        db, settings, emulator, days: float) -> None:
+    """Only the emulator's clock moves (ours and the database's do not): at 31 days CDC answers
+    400 "older than fixed days", at 29.5 it answers but the cursor is inside the day of margin.
+    Either way every entity catches up with a window, deletes and merges reconciled."""
     realm = connect_realm(db, settings, emulator, customers=30, items=10, invoices=50, estimates=10)
     assert ok(sync_realm(db, settings, realm))
     admin = emulator.admin
@@ -222,12 +227,18 @@ def test_a_cursor_31_days_old_is_still_exact_including_deletes(db, settings, emu
     admin.mutate(realm, "Estimate", "delete", id=admin.entities(realm, "Estimate")[0]["Id"])
     customers = admin.entities(realm, "Customer")
     admin.mutate(realm, "Customer", "merge", id=customers[5]["Id"], merge_into=customers[6]["Id"])
-    admin.advance_clock(31 * 86400)
+    admin.advance_clock(days * 86400)
     admin.mutate(realm, "Item", "update", id=admin.entities(realm, "Item")[0]["Id"])
     admin.mutate(realm, "Invoice", "create")
+    admin.reset_counts()
     outcomes = sync_realm(db, settings, realm)
     assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
     assert {o.kind for o in outcomes if o.entity != "CompanyInfo"} == {"window"}
+    counts = admin.request_counts(realm)  # a month on, the access token has expired: one 401 + refresh
+    assert counts.get("cdc", 0) == 1 + counts.get("token:refresh_token", 0) == 2  # then windows, no retry loop
+    with db.transaction() as conn:
+        errors = conn.execute("SELECT count(*) FROM quickbooks.errors WHERE realm_id = %s", (realm,)).fetchone()[0]
+    assert errors == 0  # a refused CDC is a route, not a failure
     assert_exact(db, emulator, realm)
     admin.reset_counts()
     assert ok(sync_realm(db, settings, realm))  # back on CDC

@@ -5,7 +5,8 @@ Data: each realm keeps one `EntityStore` per entity. A `Record` holds the object
 served is exact and a 1,000-row page costs a join), plus the few fields queries need. Live
 ids stay sorted, so Id-ordered paging is a slice; other listings are computed once per data
 version and cached. Every change appends to a per-store change log ordered by time, which
-CDC reads from a bisect (30-day window, 1,000-object cap across entities).
+CDC reads from a bisect (1,000-object cap across entities); a `changedSince` older than the
+30-day window is refused with Intuit's 400 "... older than fixed days is not supported.".
 
 Tokens: per realm a family of access and refresh tokens. A refresh is accepted for the
 newest refresh token, or a superseded one within `grace_seconds` of being superseded, before
@@ -557,7 +558,12 @@ class State:
                 wanted.append(entity)
         with self.lock:
             realm = self.realm(realm_id)
-            since = max(since, self.now() - CDC_WINDOW_SECONDS)
+            if since < self.now() - CDC_WINDOW_SECONDS:
+                return 400, self.fault(
+                    "Request has invalid or unsupported property",
+                    f"Property Name:Can not process CDC request with changedSince date {changed_since} "
+                    "which is older than fixed days is not supported. specified is unsupported or invalid",
+                    "2010", "changedSince")
             changes: list[tuple[float, int, str, Record]] = []
             for order, entity in enumerate(wanted):
                 if entity == "CompanyInfo":
