@@ -99,7 +99,9 @@ def db(database_url: str) -> Iterator[Database]:
 def emulator():  # noqa: ANN201
     from services.emulator.server import EmulatorServer
 
-    server = EmulatorServer(host="127.0.0.1", port=0)
+    # strict: a new refresh token on every refresh (Intuit reuses one for ~24 h, the emulator's
+    # default), so every test proves the newest token is the one kept
+    server = EmulatorServer(host="127.0.0.1", port=0, refresh_token_reuse_seconds=0)
     server.start()
     try:
         yield server

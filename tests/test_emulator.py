@@ -65,6 +65,24 @@ def test_every_refresh_rotates_and_a_superseded_token_dies_without_grace(emulato
     assert emulator.admin.request_counts(realm_id)["token:refresh_token"] == 3
 
 
+def test_by_default_a_refresh_token_is_reused_for_a_day_as_intuit_does(realm):
+    from services.emulator.server import EmulatorServer
+
+    with EmulatorServer(host="127.0.0.1", port=0) as intuit:  # the default mode, not the suite's strict one
+        realm_id = intuit.admin.create_realm(customers=2, items=1, invoices=1, estimates=0)
+        first = intuit.admin.issue_tokens(realm_id)
+        same = refresh(intuit, first["refresh_token"]).json()
+        assert same["refresh_token"] == first["refresh_token"] and same["access_token"] != first["access_token"]
+        assert api(intuit, realm_id, first["access_token"], "invoice/1").status_code == 200  # both stay valid
+        assert api(intuit, realm_id, same["access_token"], "invoice/1").status_code == 200
+        intuit.admin.advance_clock(86400 + 1)
+        rotated = refresh(intuit, first["refresh_token"]).json()
+        assert rotated["refresh_token"] != first["refresh_token"]
+        assert refresh(intuit, rotated["refresh_token"]).json()["refresh_token"] == rotated["refresh_token"]
+        intuit.admin.configure(refresh_token_reuse_seconds=0)
+        assert refresh(intuit, rotated["refresh_token"]).json()["refresh_token"] != rotated["refresh_token"]
+
+
 def test_superseded_refresh_token_works_within_grace_then_expires(emulator, realm):
     _realm_id, tokens = realm  # default grace: 24 h
     newer = refresh(emulator, tokens["refresh_token"]).json()
@@ -239,6 +257,36 @@ def test_query_conditions_ordering_and_post_body(emulator, realm):
 
 
 # ---- read, faults, limits ---------------------------------------------------------------------
+def test_times_carry_the_pacific_offset_in_force_daylight_saving_included(emulator, realm):
+    from datetime import datetime, timezone
+
+    realm_id, tokens = realm
+    admin = emulator.admin
+    for month, offset, hour in ((7, "-07:00", 13), (1, "-08:00", 12)):  # 20:00 UTC both times
+        now = datetime.fromtimestamp(admin.now(), timezone.utc)
+        year = now.year + (1 if (now.month, now.day) >= (month, 1) else 0)
+        admin.advance_clock(datetime(year, month, 15, 20, tzinfo=timezone.utc).timestamp() - admin.now())
+        access = admin.issue_tokens(realm_id)["access_token"]
+        admin.mutate(realm_id, "Invoice", "update", id="2")
+        body = api(emulator, realm_id, access, "invoice/2").json()
+        assert body["time"].startswith(f"{year}-{month:02d}-15T{hour}:00:") and body["time"].endswith(offset)
+        assert body["Invoice"]["MetaData"]["LastUpdatedTime"].endswith(offset)
+        _r, found = query(emulator, realm_id, access,  # a time without offset is company time
+                          f"SELECT * FROM Invoice WHERE MetaData.LastUpdatedTime >= '{year}-{month:02d}-15T{hour - 1}:59:00'")
+        assert [i["Id"] for i in found["QueryResponse"]["Invoice"]] == ["2"]
+
+
+def test_a_path_intuit_has_no_resource_for_is_a_fault_not_a_made_up_body(emulator, realm):
+    realm_id, tokens = realm
+    for path in (f"/v3/company/{realm_id}/widget/1", f"/v3/company/{realm_id}/invoice/1/extra", "/nothing/here"):
+        resp = requests.get(f"{emulator.url}{path}", headers={"Authorization": f"Bearer {tokens['access_token']}"},
+                            timeout=10)
+        assert resp.status_code == 400, path
+        (error,) = resp.json()["Fault"]["Error"]
+        assert (error["code"], error["Message"]) == ("500", "Unsupported Operation")
+        assert f"Could not find resource for relative : {path} of full path" in error["Detail"]
+
+
 def test_read_by_id_and_object_not_found(emulator, realm):
     realm_id, tokens = realm
     access = tokens["access_token"]
@@ -246,7 +294,7 @@ def test_read_by_id_and_object_not_found(emulator, realm):
     body = json.loads(resp.content, parse_float=Decimal)
     assert resp.status_code == 200 and set(body) == {"Invoice", "time"}
     assert body["Invoice"] == emulator.admin.entities(realm_id, "Invoice")[3]
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}-08:00", body["time"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}-0[78]:00", body["time"])
     emulator.admin.mutate(realm_id, "Invoice", "delete", id="4")
     for path in ("invoice/4", "invoice/99999", "customer/abc"):
         resp = api(emulator, realm_id, access, path)

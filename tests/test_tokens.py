@@ -66,6 +66,22 @@ def test_refresh_stores_the_rotated_token_and_measures_expiry_from_before_the_po
     assert [e[0] for e in events] == ["added", "refreshed"]
 
 
+def test_intuits_same_refresh_token_for_a_day_is_kept_and_rotation_after_it_is_stored(db, settings, emulator):
+    emulator.admin.configure(refresh_token_reuse_seconds=86400)  # Intuit's cadence (the suite runs strict)
+    realm_id, issued = seed_realm(db, settings, emulator, access_expires_in=300)
+    same = refresh_realm(db, settings, realm_id, reason="test")
+    row = token_row(db, realm_id)
+    assert same.refreshed and row.refresh_token == issued["refresh_token"]  # Intuit sent the same one back
+    assert row.access_token == emulator.admin.newest_tokens(realm_id)["access_token"] != issued["access_token"]
+    assert row.status == "active" and row.last_error is None
+    emulator.admin.advance_clock(86400 + 60)
+    rotated = refresh_realm(db, settings, realm_id, force=True, reason="test")
+    row = token_row(db, realm_id)
+    assert rotated.refreshed and row.refresh_token == emulator.admin.newest_tokens(realm_id)["refresh_token"]
+    assert row.refresh_token != issued["refresh_token"] and row.status == "active"
+    assert refresh_calls(emulator, realm_id) == 2
+
+
 def test_a_fresh_token_is_not_refreshed_unless_forced(db, settings, emulator):
     realm_id, _ = seed_realm(db, settings, emulator)
     refresh_realm(db, settings, realm_id, force=True)  # now refreshed recently and an hour left

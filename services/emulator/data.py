@@ -7,7 +7,7 @@ shared/qbo/samples (key order included): customers with unique, varied DisplayNa
 invoices with 1-4 item lines, a SubTotal line, sometimes a discount line, consistent totals,
 paid/partly paid/open balances and at least one voided invoice; estimates in every TxnStatus.
 Money is always a two-place Decimal. Times are epoch seconds; MetaData strings use the
-company's -08:00 offset.
+company's Pacific offset (-08:00, -07:00 in daylight saving time).
 """
 
 from __future__ import annotations

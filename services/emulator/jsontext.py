@@ -3,22 +3,24 @@
 - Money is `Decimal` end to end: `dumps` writes a Decimal as a JSON number with exactly its
   digits (`100.00`, never `100.0` or a float), `loads` reads numbers with a fraction back as
   Decimal, so a parse/serialize round trip keeps every digit.
-- Timestamps carry the company's local offset (`2026-11-21T09:14:16-08:00`); the emulator's
-  companies all live at a fixed -08:00 (Pacific standard time), which keeps output deterministic.
+- Timestamps carry the company's local offset, daylight saving included, as Intuit writes them:
+  the emulator's companies live in US Pacific time (`America/Los_Angeles`, like the recorded
+  samples), so `2026-11-21T09:14:16-08:00` in winter and `2026-07-14T09:14:16-07:00` in summer.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 __all__ = ["COMPANY_TZ", "dumps", "loads", "fmt_ts", "fmt_time_ms", "fmt_utc_ms", "fmt_date",
            "parse_ts", "money"]
 
-COMPANY_TZ = timezone(timedelta(hours=-8))
+COMPANY_TZ = ZoneInfo("America/Los_Angeles")
 _DEC_MARK = "\x00"
 _DEC_RE = re.compile(r'"\\u0000(-?[0-9]+(?:\.[0-9]+)?(?:E[-+]?[0-9]+)?)"')
 _CENT = Decimal("0.01")
@@ -49,14 +51,15 @@ def money(value: Any) -> Decimal:
 
 
 def fmt_ts(ts: float) -> str:
-    """Epoch seconds as Intuit's MetaData style: `2026-11-21T09:14:16-08:00` (whole seconds)."""
+    """Epoch seconds as Intuit's MetaData style: `2026-11-21T09:14:16-08:00` (whole seconds,
+    the offset in force at that instant)."""
     return datetime.fromtimestamp(int(ts), COMPANY_TZ).isoformat()
 
 
 def fmt_time_ms(ts: float) -> str:
     """Epoch seconds as a response `time`: `2026-11-21T09:14:16.123-08:00`."""
     stamp = datetime.fromtimestamp(ts, COMPANY_TZ)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}" + "-08:00"
+    return stamp.isoformat(timespec="milliseconds")
 
 
 def fmt_utc_ms(ts: float) -> str:

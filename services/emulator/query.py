@@ -1,6 +1,6 @@
 """The QBO SQL subset the emulator understands, parsed and evaluated.
 
-    SELECT * | COUNT(*) | field[, field ...] FROM Entity [WHERE cond AND cond ...]
+    SELECT * | COUNT(*) | field[, field ...] | *, field[, ...] FROM Entity [WHERE cond AND cond ...]
         [ORDERBY field [ASC|DESC][, ...]] [STARTPOSITION n] [MAXRESULTS n]
 
 Keywords and field names are case-insensitive (`Metadata.LastUpdatedTime` works), `ORDER BY`
@@ -138,16 +138,19 @@ def parse_query(text: str) -> Query:
         expect("punct", "*")
         expect("punct", ")")
         count = True
-    elif peek() == ("punct", "*"):
-        i += 1
-    else:
+    else:  # `*`, fields, or both (`SELECT *, Sku FROM Item`, as python-quickbooks sends): `*` wins
         selected: list[str] = []
+        star = False
         while True:
-            selected.append(expect("word"))
+            if peek() == ("punct", "*"):
+                i += 1
+                star = True
+            else:
+                selected.append(expect("word"))
             if peek() != ("punct", ","):
                 break
             i += 1
-        fields = tuple(selected)
+        fields = None if star else tuple(selected)
     expect_kw("FROM")
     entity = expect("word")
     conds: list[Cond] = []

@@ -7,6 +7,7 @@ every open connection. Endpoints (shapes from shared/qbo/samples):
     POST /oauth2/v1/tokens/bearer      refresh_token | authorization_code (Basic client auth)
     POST /oauth2/v1/tokens/revoke      {"token": ...}: the realm's whole token family dies
     GET  /connect/oauth2               auto-approves: 302 redirect_uri?code&state&realmId
+    GET  /.well-known/openid_configuration   the discovery document, endpoints on the emulator
     GET  /v3/company/{realm}/query?query=...   (POST with an application/text body too)
     GET  /v3/company/{realm}/cdc?entities=...&changedSince=...
     GET  /v3/company/{realm}/{entity}/{id}, /v3/company/{realm}/companyinfo/{realm}
@@ -14,7 +15,8 @@ every open connection. Endpoints (shapes from shared/qbo/samples):
 
 Data API calls need a valid bearer token (else the recorded 401), are limited per realm
 (sliding 60 s window and 10 concurrent, else the recorded XML 429), may get seeded injected
-429/503 faults and a configured latency.
+429/503 faults and a configured latency. A path with no resource gets Intuit's answer: 400 with
+a Fault "Unsupported Operation" (code 500).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_VERIFIER_TOKEN
 from services.emulator.admin import EmulatorAdmin
 from services.emulator.jsontext import dumps, loads
-from services.emulator.state import EmulatorError, State
+from services.emulator.state import CANONICAL, REFRESH_TOKEN_REUSE_SECONDS, EmulatorError, State
 from services.logs import redact
 
-__all__ = ["EmulatorServer", "FAULT_401_BODY", "FAULT_429_BODY"]
+__all__ = ["EmulatorServer", "FAULT_401_BODY", "FAULT_429_BODY", "DISCOVERY_PATHS", "discovery_document"]
 
 # Recorded bodies (shared/qbo/samples), kept inline so the emulator runs from any checkout.
 FAULT_401_BODY = (
@@ -63,6 +65,29 @@ FAULT_403_BODY = (b'{"Fault":{"Error":[{"Message":"message=ApplicationAuthorizat
 _DATA_PATH = re.compile(r"^/v3/company/([^/]+)/(.+?)/?$")
 _JSON = "application/json;charset=UTF-8"
 _MAX_BODY = 8 * 1024 * 1024
+
+
+# intuitlib's AuthClient(environment=<this URL>) reads its endpoints from here
+DISCOVERY_PATHS = ("/.well-known/openid_configuration", "/.well-known/openid_sandbox_configuration")
+
+
+def discovery_document(base: str) -> dict[str, Any]:
+    """Intuit's OpenID discovery document (shared/qbo/samples/discovery_document.json) with
+    every endpoint on the emulator at `base`."""
+    return {
+        "issuer": f"{base}/op/v1",
+        "authorization_endpoint": f"{base}/connect/oauth2",
+        "token_endpoint": f"{base}/oauth2/v1/tokens/bearer",
+        "userinfo_endpoint": f"{base}/v1/openid_connect/userinfo",
+        "revocation_endpoint": f"{base}/v2/oauth2/tokens/revoke",
+        "jwks_uri": f"{base}/op/v1/jwks",
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": ["openid", "email", "profile", "address", "phone"],
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"],
+        "claims_supported": ["aud", "exp", "iat", "iss", "realmid", "sub"],
+    }
 
 
 def _tid() -> str:
@@ -159,16 +184,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self._revoke(body)
             elif path == "/connect/oauth2" and self.command == "GET":
                 self._authorize(params)
+            elif path.rstrip("/") in DISCOVERY_PATHS and self.command == "GET":
+                self._send_json(200, discovery_document(f"http://{self.headers.get('Host') or self._host()}"))
             elif (m := _DATA_PATH.match(path)) is not None:
                 self._data(m.group(1), m.group(2), params, body)
             else:
-                self._send_json(404, {"error": "not_found", "path": path})
+                self._unsupported()
         except EmulatorError as exc:
             self._send_json(exc.status, {"error": str(exc)})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # a bug must not kill the connection thread with a traceback
             self._send_json(500, {"error": redact(f"emulator internal error: {type(exc).__name__}: {exc}")})
+
+    def _host(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"{host}:{port}"
+
+    def _unsupported(self) -> None:
+        """What Intuit answers for a path it has no resource for: 400 with a Fault, code 500."""
+        url = urlsplit(self.path)
+        detail = (f"Operation Could not find resource for relative : {url.path} of full path: "
+                  f"http://{self.headers.get('Host') or self._host()}{self.path} is not supported.")
+        self._send(400, self.state.fault("Unsupported Operation", detail, "500"))
 
     # ---- OAuth ---------------------------------------------------------------------------------
     def _client(self, form: dict[str, str]) -> tuple[str | None, str | None]:
@@ -254,10 +292,10 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "cdc"
         elif len(parts) == 2 and parts[0].lower() == "companyinfo":
             kind = "companyinfo"
-        elif len(parts) == 2:
+        elif len(parts) == 2 and parts[0].lower() in CANONICAL:
             kind = "read"
         else:
-            self._send_json(404, {"error": "not_found", "path": self.path})
+            self._unsupported()
             return
         state.count(realm_id, kind)
         minor = params.get("minorversion")
@@ -366,11 +404,12 @@ class EmulatorServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, grace_seconds: float = 86400,
                  rate_limit_per_minute: int = 500, latency_ms: int = 0, seed: int = 1,
                  client_id: str = EMULATOR_CLIENT_ID, client_secret: str = EMULATOR_CLIENT_SECRET,
-                 verifier_token: str = EMULATOR_VERIFIER_TOKEN) -> None:
+                 verifier_token: str = EMULATOR_VERIFIER_TOKEN,
+                 refresh_token_reuse_seconds: float = REFRESH_TOKEN_REUSE_SECONDS) -> None:
         self.host, self.port = host, port
         self.state = State(grace_seconds=grace_seconds, rate_limit_per_minute=rate_limit_per_minute,
                            latency_ms=latency_ms, seed=seed, client_id=client_id, client_secret=client_secret,
-                           verifier_token=verifier_token)
+                           verifier_token=verifier_token, refresh_token_reuse_seconds=refresh_token_reuse_seconds)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._admin: EmulatorAdmin | None = None

@@ -10,7 +10,9 @@ CDC reads from a bisect (1,000-object cap across entities); a `changedSince` old
 
 Tokens: per realm a family of access and refresh tokens. A refresh is accepted for the
 newest refresh token, or a superseded one within `grace_seconds` of being superseded, before
-the rolling and hard expiries; each success issues a new access AND refresh token.
+the rolling and hard expiries. Each success issues a new access token; the refresh token is
+the same one while the newest is younger than `refresh_token_reuse_seconds` (Intuit's way,
+a day by default) and a new one otherwise (0 = strict: a new refresh token every time).
 
 All times come from `now()` = wall clock + an offset that `advance_clock` moves.
 All methods are thread-safe (one re-entrant lock; rate/concurrency counters have their own).
@@ -36,7 +38,8 @@ from services.emulator.query import Query, QueryError, filter_records, parse_que
 from services.emulator.webhooks import WebhookDispatcher
 
 __all__ = ["State", "EmulatorError", "Record", "EntityStore", "ENTITIES", "NAME_LIST", "TRANSACTIONS",
-           "ACCESS_TOKEN_SECONDS", "REFRESH_TOKEN_SECONDS", "HARD_EXPIRY_SECONDS", "COUNT_KEYS"]
+           "ACCESS_TOKEN_SECONDS", "REFRESH_TOKEN_SECONDS", "HARD_EXPIRY_SECONDS", "COUNT_KEYS",
+           "REFRESH_TOKEN_REUSE_SECONDS"]
 
 ENTITIES = ("Customer", "Item", "Invoice", "Estimate")
 NAME_LIST = frozenset({"Customer", "Item"})
@@ -52,7 +55,11 @@ MAX_CONCURRENT = 10
 COUNT_KEYS = ("query", "cdc", "read", "companyinfo", "token:refresh_token", "token:authorization_code",
               "revoke", "authorize", "throttled", "no_minorversion")
 CONFIG_KEYS = ("grace_seconds", "rate_limit_per_minute", "latency_ms", "fail_rate_429", "fail_rate_503",
-               "webhook_url", "webhook_format", "verifier_token", "hard_expires_in", "seed")
+               "webhook_url", "webhook_format", "verifier_token", "hard_expires_in", "seed",
+               "refresh_token_reuse_seconds")
+# Intuit answers a refresh with the same refresh token for about a day, then a new one
+# (FACTS: the value changes every ~24 h). 0 = "strict": a new refresh token on every refresh.
+REFRESH_TOKEN_REUSE_SECONDS = 86400
 
 
 class EmulatorError(Exception):
@@ -177,7 +184,8 @@ class State:
 
     def __init__(self, *, grace_seconds: float = 86400, rate_limit_per_minute: int = 500, latency_ms: int = 0,
                  seed: int = 1, client_id: str = EMULATOR_CLIENT_ID, client_secret: str = EMULATOR_CLIENT_SECRET,
-                 verifier_token: str = EMULATOR_VERIFIER_TOKEN) -> None:
+                 verifier_token: str = EMULATOR_VERIFIER_TOKEN,
+                 refresh_token_reuse_seconds: float = REFRESH_TOKEN_REUSE_SECONDS) -> None:
         self.lock = threading.RLock()
         self._rate_lock = threading.Lock()
         self.client_id = client_id
@@ -187,6 +195,7 @@ class State:
             "latency_ms": latency_ms, "fail_rate_429": 0.0, "fail_rate_503": 0.0, "webhook_url": None,
             "webhook_format": "cloudevents", "verifier_token": verifier_token,
             "hard_expires_in": HARD_EXPIRY_SECONDS, "seed": seed,
+            "refresh_token_reuse_seconds": refresh_token_reuse_seconds,
         }
         self.clock_offset = 0.0
         self.realms: dict[str, Realm] = {}
@@ -321,16 +330,22 @@ class State:
         return bool(client_id) and secrets.compare_digest(str(client_id), self.client_id) and \
             secrets.compare_digest(str(client_secret or ""), self.client_secret)
 
-    def _issue(self, realm: Realm, access_expires_in: int = ACCESS_TOKEN_SECONDS) -> tuple[str, str]:
-        now = self.now()
+    def _issue_access(self, realm: Realm, access_expires_in: int = ACCESS_TOKEN_SECONDS) -> str:
         access = "eyJlbmMiOiJBMTI4Q0JDLUhTMjU2IiwiYWxnIjoiZGlyIn0.." + secrets.token_urlsafe(48)
+        self.access_tokens[access] = AccessToken(realm.realm_id, self.now() + access_expires_in)
+        realm.newest_access = access
+        realm.access_tokens.append(access)
+        return access
+
+    def _issue(self, realm: Realm, access_expires_in: int = ACCESS_TOKEN_SECONDS) -> tuple[str, str]:
+        """A new access token AND a new refresh token (the previous one superseded)."""
+        now = self.now()
+        access = self._issue_access(realm, access_expires_in)
         refresh = "AB11" + f"{int(now):010d}" + secrets.token_urlsafe(27)
-        self.access_tokens[access] = AccessToken(realm.realm_id, now + access_expires_in)
         if realm.newest_refresh and realm.newest_refresh in self.refresh_tokens:
             self.refresh_tokens[realm.newest_refresh].superseded_at = now
         self.refresh_tokens[refresh] = RefreshToken(realm.realm_id, now, now + REFRESH_TOKEN_SECONDS)
-        realm.newest_access, realm.newest_refresh = access, refresh
-        realm.access_tokens.append(access)
+        realm.newest_refresh = refresh
         realm.refresh_tokens.append(refresh)
         return access, refresh
 
@@ -391,6 +406,10 @@ class State:
             if (realm is None or tok.dead or now >= tok.expires_at or now >= realm.hard_expires_at
                     or (tok.superseded_at is not None and now > tok.superseded_at + grace)):
                 return 400, _INVALID_GRANT, tok.realm_id
+            reuse = float(self.config["refresh_token_reuse_seconds"])
+            if refresh_token == realm.newest_refresh and now < tok.issued_at + reuse:
+                access = self._issue_access(realm)  # Intuit's way: same refresh token within the day
+                return 200, self._token_body(realm, access, refresh_token, include_hard), realm.realm_id
             access, refresh = self._issue(realm)
             return 200, self._token_body(realm, access, refresh, include_hard), realm.realm_id
 
@@ -593,8 +612,7 @@ class State:
                     return 400, self.not_found()
                 return 200, self._wrap(b'"CompanyInfo":' + realm.company_info)
             if entity is None:
-                return 400, self.fault("Unsupported Operation", "Operation No resource method found for GET, "
-                                       "return type class java.lang.Object is not supported.", "500")
+                raise EmulatorError(f"unknown entity {resource!r}")
             try:
                 rec = realm.stores[entity].records.get(int(object_id))
             except ValueError:
