@@ -432,7 +432,6 @@ def cmd_connect(args, settings) -> int:  # noqa: ANN001
     from services.logs import setup_logging
 
     setup_logging("connect", settings.log_level)
-    settings.require_client()
     redirect_uri = settings.require_redirect_uri()
     db = open_database(settings, announce=False)
     try:

@@ -223,7 +223,6 @@ def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
     failed: dict[str, str] = {}
 
     def body(stop: Stop) -> None:
-        settings.require_client()
         # A short pool wait: an unreachable database is retried by the loop, and SIGTERM stays prompt.
         db = open_database(settings, timeout=5.0)
         try:
@@ -284,7 +283,6 @@ def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
     setup_logging("cli", settings.log_level)
     if (problem := _check_realm(args.realm_id)) is not None:
         return _bad_input(problem)
-    settings.require_client()
     db = open_database(settings, announce=False)
     status = 0
     try:
@@ -338,7 +336,6 @@ def cmd_token_revoke(args, settings) -> int:  # noqa: ANN001
     setup_logging("cli", settings.log_level)
     if (problem := _check_realm(args.realm_id)) is not None:
         return _bad_input(problem)
-    settings.require_client()
     db = open_database(settings, announce=False)
     try:
         done = revoke_realm(db, settings, args.realm_id)

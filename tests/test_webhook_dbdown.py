@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 import requests
+from samples import SAMPLES
 
 from db.connection import Database
 from db.embedded import stop_embedded
@@ -16,7 +17,6 @@ from db.migrate import upgrade
 from services.config import load_settings
 from services.webhook import ReceiverServer, make_app, sign
 
-SAMPLES = Path("/work/shared/qbo/samples")
 TOKEN = "dbdown-verifier-token"
 
 
