@@ -157,7 +157,7 @@ def explain(url: str) -> list[str]:
 
 
 def first_paint(url: str, work_dir: Path) -> float:
-    from services.config import load_settings
+    from services.core.config import load_settings
     from tui.app import QBSyncApp
 
     settings = replace(load_settings({"DATABASE_URL": url}, dotenv=False), work_dir=work_dir)

@@ -188,8 +188,8 @@ def env_for(database_url: str, emulator: EmulatorServer, **extra: str) -> dict[s
 
 
 def store_tokens(database_url: str, env: dict[str, str], emulator: EmulatorServer, realm: str) -> None:
-    from services.config import load_settings
-    from services.tokens import add_tokens
+    from services.core.config import load_settings
+    from services.tokens.vault import add_tokens
 
     settings = load_settings(env, dotenv=False)
     issued = emulator.state.issue_tokens(realm)
@@ -265,9 +265,9 @@ def check_counts(database_url: str, realm: str, expected: dict[str, int]) -> Non
 def naive_load(database_url: str, env: dict[str, str], realm: str, limit: int) -> tuple[float, int]:
     """Pages one after another; per invoice: upsert the row, replace its lines, commit."""
     from db.upserts import dump_raw
-    from services.config import load_settings
-    from services.entities import ENTITIES
-    from services.qbo import QBOClient
+    from services.core.config import load_settings
+    from services.model.entities import ENTITIES
+    from services.tokens.vault import client_for
 
     spec = ENTITIES["Invoice"]
     settings = load_settings(env, dotenv=False)
@@ -279,7 +279,7 @@ def naive_load(database_url: str, env: dict[str, str], realm: str, limit: int) -
     line_sql = (f"INSERT INTO quickbooks.invoice_line_items (realm_id, invoice_id, position, {', '.join(lcols)})"
                 f" VALUES (%s, %s, %s, {', '.join(['%s'] * len(lcols))})")
     db = Database(database_url, max_size=2)
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     done = 0
     started = time.perf_counter()
     with psycopg.connect(database_url) as conn:
@@ -397,8 +397,8 @@ def micro(pg: Postgres, emulator: EmulatorServer, realm: str, n: int = 5000) -> 
     from decimal import Decimal
 
     import db.upserts as upserts
-    from services.entities import ENTITIES
-    from services.qbo import _RAW_HEAD, _RAW_TAIL
+    from services.intuit.client import _RAW_HEAD, _RAW_TAIL
+    from services.model.entities import ENTITIES
 
     spec = ENTITIES["Invoice"]
     bodies = [emulator.state.query(realm, f"SELECT * FROM Invoice ORDERBY Id STARTPOSITION {s} MAXRESULTS 1000")[1]

@@ -42,7 +42,7 @@ os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 from db.embedded import stop_embedded  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
-from services.webhook import sign  # noqa: E402
+from services.webhook.receiver import sign  # noqa: E402
 
 TOKEN = "bench-verifier-token-0000"
 REALMS = ["9130350000000001", "9130350000000002", "9130350000000003"]

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from services.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable
 
 __all__ = ["Database", "resolve_database_url", "connect", "open_database"]
 

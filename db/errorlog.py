@@ -6,7 +6,7 @@ import logging
 
 import psycopg
 
-from services.logs import redact
+from services.core.logs import redact
 
 __all__ = ["record_error"]
 
@@ -25,7 +25,7 @@ def record_error(conn: psycopg.Connection, service: str, message: str, *, realm_
 
 def record_error_safely(db, service: str, message: str, **kw: str | None) -> None:  # noqa: ANN001
     """Record an error in its own transaction; if the database is down, log it instead."""
-    from services.errors import DatabaseUnavailable
+    from services.core.errors import DatabaseUnavailable
 
     try:
         with db.transaction() as conn:

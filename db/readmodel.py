@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from services.logs import redact
+from services.core.logs import redact
 
 __all__ = [
     "ENTITY_ORDER", "RECENT_ERRORS", "status_snapshot", "health",

@@ -32,7 +32,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
-from services.entities import EntitySpec, meta_updated, parse_time
+from services.model.entities import EntitySpec, meta_updated, parse_time
 
 __all__ = [
     "UpsertResult", "PreparedBatch", "prepare_batch", "dump_raw", "apply_objects", "upsert_objects", "upsert_page",
@@ -327,7 +327,7 @@ def upsert_company(conn: psycopg.Connection, realm_id: str, obj: dict,
 
     `environment` is used only when the row is created; an existing row keeps its own.
     """
-    from services.entities import ENTITIES
+    from services.model.entities import ENTITIES
 
     spec = ENTITIES["CompanyInfo"]
     values = dict(zip((c.name for c in spec.columns), spec.row(obj)))

@@ -11,25 +11,25 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from services.errors import ConfigError, DatabaseUnavailable, QBSyncError
+from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError
 
 __all__ = ["main", "build_parser"]
 
 # command path -> "module:function"; the function takes (args, settings) and returns an exit code.
 COMMANDS: dict[str, str] = {
-    "db upgrade": "services.dbcmd:cmd_db_upgrade",
-    "connect": "services.oauth:cmd_connect",
-    "token add": "services.tokenup:cmd_token_add",
-    "token refresh": "services.tokenup:cmd_token_refresh",
-    "token revoke": "services.tokenup:cmd_token_revoke",
-    "tokenup": "services.tokenup:cmd_tokenup",
-    "sync": "services.syncworker:cmd_sync",
-    "webhook": "services.webhook:cmd_webhook",
-    "status": "services.status:cmd_status",
+    "db upgrade": "services.ops.dbcmd:cmd_db_upgrade",
+    "connect": "services.tokens.connect:cmd_connect",
+    "token add": "services.tokens.worker:cmd_token_add",
+    "token refresh": "services.tokens.worker:cmd_token_refresh",
+    "token revoke": "services.tokens.worker:cmd_token_revoke",
+    "tokenup": "services.tokens.worker:cmd_tokenup",
+    "sync": "services.sync.worker:cmd_sync",
+    "webhook": "services.webhook.receiver:cmd_webhook",
+    "status": "services.ops.status:cmd_status",
     "tui": "tui.app:cmd_tui",
     "emulator": "services.emulator.cli:cmd_emulator",
     "demo": "services.demo:cmd_demo",
-    "doctor": "services.doctor:cmd_doctor",
+    "doctor": "services.ops.doctor:cmd_doctor",
 }
 NO_SETTINGS = {"emulator"}  # runs without qbsync configuration
 WORKERS = {"tokenup", "sync", "webhook"}  # run under supervisord: their lines carry timestamps
@@ -114,7 +114,7 @@ def _resolve(key: str) -> Callable[..., int]:
 
 def _fail(key: str, text: str) -> None:
     """One line on stderr; under supervisord (the workers) it carries the log timestamp."""
-    from services.logs import pm2_timestamp
+    from services.core.logs import pm2_timestamp
 
     prefix = f"{pm2_timestamp()} ERROR " if key in WORKERS else ""
     print(f"{prefix}qbsync: {text}", file=sys.stderr, flush=True)
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = _resolve(key)
         if key in NO_SETTINGS:
             return int(command(args, None) or 0)
-        from services.config import load_settings
+        from services.core.config import load_settings
 
         settings = load_settings()
         if key in REFRESHES_TOKENS:

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from services.config import Settings, load_settings
-from services.errors import ConfigError
-from services.logs import setup_logging
+from services.core.config import Settings, load_settings
+from services.core.errors import ConfigError
+from services.core.logs import setup_logging
 
 __all__ = ["cmd_demo", "DEMO_COMPANY"]
 
@@ -149,7 +149,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if not conf.exists():
         raise ConfigError(f"run `qbsync demo` from the qbsync checkout: {conf} not found")
     if settings.supervisor_socket.exists():
-        from services.supervisor_rpc import process_states
+        from services.ops.supervisor_rpc import process_states
 
         if process_states(settings.supervisor_socket):
             raise ConfigError("supervisord is already running from this directory;"
@@ -190,7 +190,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         demo_settings = load_settings(env, dotenv=False)
         db = Database(database_url)
         cleanup.callback(db.close)
-        from services.tokens import add_tokens
+        from services.tokens.vault import add_tokens
 
         issued = admin.issue_tokens(realm_id)
         add_tokens(db, demo_settings, realm_id=realm_id, refresh_token=issued["refresh_token"],
@@ -200,7 +200,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         supervisord = subprocess.Popen([str(bin_dir / "supervisord"), "-n", "-c", str(conf)], cwd=root, env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cleanup.callback(_stop_pid, supervisord, 60)
-        from services.supervisor_rpc import process_states
+        from services.ops.supervisor_rpc import process_states
 
         _wait_for(lambda: sum(p["state"] == "RUNNING" for p in process_states(demo_settings.supervisor_socket)) == 3,
                   60, "tokenup, sync and webhook to be RUNNING")
@@ -218,7 +218,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                 threading.Timer(args.duration, lambda: app.call_from_thread(app.exit)).start()
             app.run()
         else:
-            from services.worker import Stop
+            from services.core.worker import Stop
 
             stop = Stop()
             stop.install_signal_handlers()

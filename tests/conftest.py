@@ -135,6 +135,6 @@ def qbsync_env(database_url: str, emulator, tmp_path: Path) -> dict[str, str]:  
 
 @pytest.fixture
 def settings(qbsync_env: dict[str, str]):  # noqa: ANN201
-    from services.config import load_settings
+    from services.core.config import load_settings
 
     return load_settings(qbsync_env, dotenv=False)

@@ -1,4 +1,4 @@
-"""services.budget: the request budget holds across threads and real processes, by database time."""
+"""services.intuit.budget: the request budget holds across threads and real processes, by database time."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.budget import RateBudget
+from services.intuit.budget import RateBudget
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,7 @@ def test_old_rows_are_cleaned_up_but_in_flight_ones_are_kept(db) -> None:  # noq
 _WORKER = textwrap.dedent("""
     import json, sys, threading, time
     from db.connection import Database
-    from services.budget import RateBudget
+    from services.intuit.budget import RateBudget
 
     url, realm, n, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     db = Database(url, max_size=threads + 1)
@@ -212,9 +212,9 @@ def test_two_processes_never_exceed_the_budget_in_any_window(db, database_url) -
 _CLIENT_WORKER = textwrap.dedent("""
     import json, sys, threading
     from db.connection import Database
-    from services.budget import RateBudget
-    from services.config import load_settings
-    from services.qbo import QBOClient
+    from services.intuit.budget import RateBudget
+    from services.core.config import load_settings
+    from services.tokens.vault import client_for
 
     realm, n, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     settings = load_settings(dotenv=False)
@@ -223,7 +223,7 @@ _CLIENT_WORKER = textwrap.dedent("""
 
     def run():
         budget = RateBudget(db, realm, 10, 2, window_s=1.5, lease_s=30)
-        with QBOClient(db, settings, realm, budget=budget) as client:
+        with client_for(db, settings, realm, budget=budget) as client:
             for _ in range(n):
                 client.count("Customer")
         with lock:
@@ -238,7 +238,7 @@ _CLIENT_WORKER = textwrap.dedent("""
 
 
 def test_two_client_processes_share_one_realms_budget(db, settings, qbsync_env, emulator) -> None:  # noqa: ANN001
-    from services.tokens import add_tokens
+    from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(customers=5, items=2, invoices=2, estimates=1)
     issued = emulator.admin.issue_tokens(realm)

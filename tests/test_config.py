@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from services.config import API_BASE_URLS, load_settings
-from services.errors import ConfigError
+from services.core.config import API_BASE_URLS, load_settings
+from services.core.errors import ConfigError
 
 
 def test_defaults_follow_the_spec() -> None:

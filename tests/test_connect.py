@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 
-from services.oauth import OAuthStateError, complete_authorization, create_state
+from services.tokens.connect import OAuthStateError, complete_authorization, create_state
 
 QBSYNC = [sys.executable, "-m", "services.cli"]
 

@@ -40,7 +40,7 @@ from support import free_port, realm_synced, request_status, wait_for
 from db.connection import Database
 from db.embedded import stop_embedded
 from db.migrate import upgrade
-from services.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 QBSYNC = [sys.executable, "-m", "services.cli"]
@@ -409,10 +409,10 @@ def _workload(db: Database, settings, emulator) -> str:  # noqa: ANN001
     import requests
     from test_sync import assert_exact, connect_realm
 
-    from services.inbox_apply import process_inbox
-    from services.sync import sync_realm
-    from services.tokens import refresh_realm
-    from services.webhook import ReceiverServer, make_app, sign
+    from services.sync.apply import process_inbox
+    from services.sync.engine import sync_realm
+    from services.tokens.vault import refresh_realm
+    from services.webhook.receiver import ReceiverServer, make_app, sign
 
     realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
     first = sync_realm(db, settings, realm)
@@ -649,9 +649,9 @@ def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str
                                                             tmp_path: Path) -> None:
     from test_sync import connect_realm
 
-    from services.config import load_settings
+    from services.core.config import load_settings
     from services.emulator import EMULATOR_CLIENT_SECRET
-    from services.sync import enqueue_sync_request
+    from services.sync.engine import enqueue_sync_request
 
     with ExitStack() as stack:
         server = stack.enter_context(dedicated_server())

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from samples import SAMPLES
 
-from services.entities import ENTITIES, ENTITY_NAMES, get_spec, parse_time
+from services.model.entities import ENTITIES, ENTITY_NAMES, get_spec, parse_time
 
 
 def sample(name: str) -> dict:

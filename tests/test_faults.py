@@ -1,4 +1,4 @@
-"""services.faults: every recorded Data API fault, and the odd shapes, map to the right error."""
+"""services.intuit.faults: every recorded Data API fault, and the odd shapes, map to the right error."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from samples import SAMPLES
 
-from services.errors import (
+from services.core.errors import (
     AuthenticationFailed,
     CDCTooOld,
     FatalQBOError,
@@ -18,7 +18,7 @@ from services.errors import (
     ServerError,
     Throttled,
 )
-from services.faults import check_body_for_fault, parse_fault
+from services.intuit.faults import check_body_for_fault, parse_fault
 
 # Every Data API fault in the samples folder: (file, HTTP status it came with, class, code, type).
 FAULT_SAMPLES = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from support import free_port, wait_for
 
-from services.supervisor_rpc import process_states
+from services.ops.supervisor_rpc import process_states
 
 ROOT = Path(__file__).parents[1]
 

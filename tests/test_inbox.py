@@ -1,4 +1,4 @@
-"""services.inbox: both Intuit formats normalized, wrong shapes refused, events stored once."""
+"""services.webhook.inbox: both Intuit formats normalized, wrong shapes refused, events stored once."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from samples import SAMPLES
 
-from services.inbox import InboxEvent, MalformedPayload, parse_events, store_events
-from services.qbotime import parse_qbo_time as parse_timestamp
+from services.core.qbotime import parse_qbo_time as parse_timestamp
+from services.webhook.inbox import InboxEvent, MalformedPayload, parse_events, store_events
 
 UTC = timezone.utc
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import logging
 
-from services.config import Secret
-from services.errors import NeedsReauth
-from services.logs import PM2Formatter, redact, register_secret, setup_logging
+from services.core.config import Secret
+from services.core.errors import NeedsReauth
+from services.core.logs import PM2Formatter, redact, register_secret, setup_logging
 
 
 def test_registered_secrets_and_token_shapes_are_redacted() -> None:

@@ -1,4 +1,4 @@
-"""services.qbo: the Data API client against real HTTP on loopback and the real database.
+"""services.intuit.client: the Data API client against real HTTP on loopback and the real database.
 
 Two kinds of server: the QBO emulator (`emulator` fixture) for paging, filters, CDC, failure
 injection and token expiry; and a tiny scripted HTTP server run by the test itself for what
@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from services.config import load_settings
-from services.errors import (
+from services.core.config import load_settings
+from services.core.errors import (
     FatalQBOError,
     NeedsReauth,
     NotFound,
@@ -27,8 +27,9 @@ from services.errors import (
     Throttled,
     TransportError,
 )
-from services.qbo import PAGE_SIZE, QBOClient, parse_qbo_time
-from services.retry import MAX_ATTEMPTS
+from services.core.retry import MAX_ATTEMPTS
+from services.intuit.client import PAGE_SIZE, QBOClient, parse_qbo_time
+from services.tokens.vault import client_for
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
 REALM = "9130355"
@@ -111,6 +112,8 @@ def _json(obj: object, status: int = 200, headers: dict[str, str] | None = None)
 
 class FixedTokens:
     """A token provider seam for the scripted server: a current token and a refresh counter."""
+
+    base_url = ""  # the settings' base URL
 
     def __init__(self, token: str = "access-old-123456", fresh: str = "access-new-654321") -> None:
         self.token = token
@@ -401,11 +404,11 @@ def test_bad_entity_names_are_refused_before_any_request(db, database_url, serve
     assert server.requests == []
 
 
-# -- against the emulator, through the real token vault (services.tokens) ----------------------
+# -- against the emulator, through the real token vault (services.tokens.vault) ----------------------
 
 def _connect(db, settings, emulator, **realm_kw) -> str:  # noqa: ANN001
     """An emulator company whose tokens sit in the database as `qbsync token add` stores them."""
-    from services.tokens import add_tokens
+    from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(**realm_kw)
     issued = emulator.admin.issue_tokens(realm)
@@ -421,7 +424,7 @@ def _data_calls(counts: dict[str, int]) -> int:
 
 def test_paging_across_thousands_returns_every_row_exactly_once(db, settings, emulator) -> None:  # noqa: ANN001
     realm = _connect(db, settings, emulator, customers=2345, items=5, invoices=5, estimates=2)
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     pages = list(client.query_pages("Customer", where="Active IN (true, false)"))
     ids = [c["Id"] for p in pages for c in p.objects]
     expected = [c["Id"] for c in emulator.admin.entities(realm, "Customer")]
@@ -440,7 +443,7 @@ def test_the_active_filter_is_passed_through(db, settings, emulator) -> None:  #
             emulator.admin.mutate(realm, "Customer", "inactivate", id=customer["Id"])
     inactive = {c["Id"] for c in emulator.admin.entities(realm, "Customer") if c.get("Active") is False}
     assert len(inactive) >= 3
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     plain = {c["Id"] for c in client.query_all("Customer")}
     both = {c["Id"] for c in client.query_all("Customer", where="Active IN (true, false)")}
     only_inactive = {c["Id"] for c in client.query_all("Customer", where="Active = false")}
@@ -451,7 +454,7 @@ def test_the_active_filter_is_passed_through(db, settings, emulator) -> None:  #
 
 def test_minorversion_rides_on_every_request(db, settings, emulator) -> None:  # noqa: ANN001
     realm = _connect(db, settings, emulator, customers=10, items=5, invoices=20, estimates=5)
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     client.company_info()
     invoice = client.query_all("Invoice")[0]
     client.read("Invoice", invoice["Id"])
@@ -466,7 +469,7 @@ def test_minorversion_rides_on_every_request(db, settings, emulator) -> None:  #
 def test_read_company_info_and_cdc_with_a_deleted_invoice(db, settings, emulator) -> None:  # noqa: ANN001
     realm = _connect(db, settings, emulator, customers=10, items=5, invoices=10, estimates=2,
                      company_name="Crème d'Olive")
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     assert client.company_info()["CompanyName"] == "Crème d'Olive"
     since = datetime.fromtimestamp(emulator.admin.now(), timezone.utc) - timedelta(seconds=1)
     invoices = client.query_all("Invoice")
@@ -489,7 +492,7 @@ def test_a_401_refreshes_through_the_token_vault_and_retries_once(db, settings, 
         before = conn.execute("SELECT access_token FROM quickbooks.tokens WHERE realm_id = %s",
                               (realm,)).fetchone()[0]
     emulator.admin.expire_access_tokens(realm)  # the stored token still looks valid to qbsync
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     assert client.count("Customer") >= 1
     counts = emulator.admin.request_counts(realm)
     assert counts.get("token:refresh_token", 0) == 1
@@ -507,7 +510,7 @@ def test_the_stored_base_url_wins_over_the_setting(db, settings, emulator) -> No
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.tokens SET base_url = %s WHERE realm_id = %s", (emulator.url, realm))
     nowhere = dataclasses.replace(settings, api_base_url="http://127.0.0.1:9")
-    client = QBOClient(db, nowhere, realm, sleep=lambda s: None)
+    client = client_for(db, nowhere, realm, sleep=lambda s: None)
     assert client.company_info()["CompanyName"]
 
 
@@ -515,7 +518,7 @@ def test_injected_429_and_503_are_retried_with_backoff(db, settings, emulator) -
     realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
     emulator.admin.configure(fail_rate_429=0.2, fail_rate_503=0.2, seed=7)  # seeded: same rolls each run
     slept: list[float] = []
-    client = QBOClient(db, settings, realm, sleep=slept.append)
+    client = client_for(db, settings, realm, sleep=slept.append)
     for _ in range(12):
         assert client.count("Customer") >= 1
     counts = emulator.admin.request_counts(realm)
@@ -529,7 +532,7 @@ def test_persistent_429_and_503_give_up_after_max_attempts(db, settings, emulato
     realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
     emulator.admin.configure(fail_rate_429=1.0, fail_rate_503=0.0)
     slept: list[float] = []
-    client = QBOClient(db, settings, realm, sleep=slept.append)
+    client = client_for(db, settings, realm, sleep=slept.append)
     with pytest.raises(Throttled) as info:
         client.count("Customer")
     assert info.value.code == "3001" and info.value.intuit_tid
@@ -591,7 +594,7 @@ def test_query_page_still_raises_on_a_fault_in_a_200_body(db, database_url, serv
 
 def test_query_page_selects_ids_only_from_the_emulator(db, settings, emulator) -> None:  # noqa: ANN001
     realm = _connect(db, settings, emulator, customers=5, items=2, invoices=1203, estimates=1)
-    client = QBOClient(db, settings, realm)
+    client = client_for(db, settings, realm)
     pages = [client.query_page("Invoice", start_position=s, select="Id") for s in (1, 1001)]
     assert [p.count for p in pages] == [1000, 203]
     ids = [o["Id"] for p in pages for o in p.objects()]

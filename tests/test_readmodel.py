@@ -21,7 +21,7 @@ from db.readmodel import (
     status_snapshot,
     sync_request_states,
 )
-from services.sync import enqueue_sync_request
+from services.sync.engine import enqueue_sync_request
 
 NOW = datetime(2026, 11, 22, 14, 5, 0, tzinfo=timezone.utc)
 TOKEN_KEYS = {"status", "access_expires_at", "refresh_expires_at", "hard_expires_at", "last_refreshed_at",

@@ -6,7 +6,7 @@ import configparser
 import re
 from pathlib import Path
 
-import services.config
+import services.core.config
 
 ROOT = Path(__file__).parents[1]
 SPEC_VARIABLES = {
@@ -19,7 +19,7 @@ SPEC_VARIABLES = {
 
 
 def _variables_read_by_settings() -> set[str]:
-    source = Path(services.config.__file__).read_text()
+    source = Path(services.core.config.__file__).read_text()
     return set(re.findall(r'"((?:QBO|DATABASE|TOKEN|SYNC|WEBHOOK|LOG|RESTART)_[A-Z_]+|DATABASE_URL)"', source))
 
 

@@ -1,5 +1,5 @@
 """`qbsync status [--json]` as a subprocess: SPEC section 4 shape, exit codes 0/1/2, no secrets;
-and services/supervisor_rpc.py against a real supervisord."""
+and services/ops/supervisor_rpc.py against a real supervisord."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from test_tui_support import (
     seed_realm,
 )
 
-from services.supervisor_rpc import SupervisorError, SupervisorUnavailable, process_states, restart_process
+from services.ops.supervisor_rpc import SupervisorError, SupervisorUnavailable, process_states, restart_process
 
 QBSYNC = str(Path(sys.executable).parent / "qbsync")
 

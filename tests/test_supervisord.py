@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from support import free_port, wait_for
 
-from services.supervisor_rpc import UnixSocketTransport, process_states
+from services.ops.supervisor_rpc import UnixSocketTransport, process_states
 
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent

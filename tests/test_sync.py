@@ -18,10 +18,11 @@ import pytest
 import requests
 
 from db.connection import Database
-from services.entities import ENTITIES, parse_time
-from services.errors import DatabaseUnavailable
-from services.qbo import QBOClient
-from services.sync import sync_realm
+from services.core.errors import DatabaseUnavailable
+from services.intuit.client import QBOClient
+from services.model.entities import ENTITIES, parse_time
+from services.sync.engine import sync_realm
+from services.tokens.vault import client_for
 
 DATA_KEYS = ("query", "cdc", "read", "companyinfo")
 
@@ -30,7 +31,7 @@ DATA_KEYS = ("query", "cdc", "read", "companyinfo")
 
 def connect_realm(db, settings, emulator, **realm_kw: Any) -> str:  # noqa: ANN001
     """An emulator company with tokens stored the way `qbsync token add` stores them."""
-    from services.tokens import add_tokens
+    from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(**realm_kw)
     issued = emulator.admin.issue_tokens(realm)
@@ -280,7 +281,7 @@ def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, setti
     def factory() -> QBOClient:  # concurrent pages, each client with a hooked session
         session = requests.Session()
         session.hooks["response"].append(hook)
-        return QBOClient(db, settings, realm, session=session)
+        return client_for(db, settings, realm, session=session)
 
     outcomes = sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
     assert ok(outcomes), [(o.entity, o.error) for o in outcomes]
@@ -369,7 +370,7 @@ def _outage_scenario(db, settings, emulator, pg_server) -> None:  # noqa: ANN001
     def factory() -> QBOClient:
         session = requests.Session()
         session.hooks["response"].append(outage)
-        return QBOClient(db, settings, realm, session=session)
+        return client_for(db, settings, realm, session=session)
 
     with pytest.raises(DatabaseUnavailable):
         sync_realm(db, settings, realm, entities=["Invoice"], client_factory=factory)
@@ -398,7 +399,7 @@ def _recording_factory(db, settings, realm: str, log: list[tuple[str, int]]):  #
     def factory() -> QBOClient:
         session = requests.Session()
         session.hooks["response"].append(hook)
-        return QBOClient(db, settings, realm, session=session)
+        return client_for(db, settings, realm, session=session)
     return factory
 
 

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 from test_sync import assert_exact, connect_realm, data_calls, ok
 
-from services.inbox import InboxEvent, store_events
-from services.inbox_apply import process_inbox
-from services.qbo import parse_qbo_time
-from services.sync import sync_realm
+from services.intuit.client import parse_qbo_time
+from services.sync.apply import process_inbox
+from services.sync.engine import sync_realm
+from services.webhook.inbox import InboxEvent, store_events
 
 
 def event(realm: str, entity: str, ident: str, op: str, when: str | None, deleted_id: str | None = None) -> InboxEvent:

@@ -13,9 +13,9 @@ from pathlib import Path
 from support import realm_synced, request_status, stop_process, wait_for
 from test_sync import assert_exact, connect_realm
 
-from services.inbox import InboxEvent, store_events
-from services.qbo import parse_qbo_time
-from services.sync import enqueue_sync_request
+from services.intuit.client import parse_qbo_time
+from services.sync.engine import enqueue_sync_request
+from services.webhook.inbox import InboxEvent, store_events
 
 
 def qbsync(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""The locked refresh path (services/tokens.py) against real PostgreSQL and the emulator over loopback."""
+"""The locked refresh path (services/tokens/vault.py) against real PostgreSQL and the emulator over loopback."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from services.config import load_settings
-from services.errors import InvalidClient, NeedsReauth, TransportError
-from services.tokens import (
+from services.core.config import load_settings
+from services.core.errors import InvalidClient, NeedsReauth, TransportError
+from services.tokens.vault import (
     TokenRow,
     access_token_for,
     active_realms,

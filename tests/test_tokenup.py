@@ -14,9 +14,9 @@ import psycopg
 import pytest
 from support import wait_for
 
-from services.tokens import add_tokens, read_token, refresh_realm
-from services.tokenup import TokenWorker
-from services.worker import Stop
+from services.core.worker import Stop
+from services.tokens.vault import add_tokens, read_token, refresh_realm
+from services.tokens.worker import TokenWorker
 
 QBSYNC = [sys.executable, "-m", "services.cli"]
 
@@ -130,8 +130,8 @@ def test_eight_simultaneous_refreshes_make_exactly_one_call(db, settings, emulat
 _CHILD = """
 import sys
 from db.connection import Database
-from services.config import load_settings
-from services.tokens import refresh_realm
+from services.core.config import load_settings
+from services.tokens.vault import refresh_realm
 settings = load_settings(dotenv=False)
 db = Database(settings.database_url, max_size=1)
 with db.transaction() as conn:

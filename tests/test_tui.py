@@ -170,7 +170,7 @@ async def test_s_queues_a_sync_request_and_follows_it(db, database_url, seeded, 
 
 @sync_test
 async def test_r_refreshes_the_token_once_at_the_emulator(db, settings, emulator, tmp_path) -> None:  # noqa: ANN001
-    from services.tokens import add_tokens
+    from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(company_name="Console Refresh Co", customers=3, items=2, invoices=2,
                                         estimates=1, seed=7)
@@ -318,8 +318,8 @@ async def test_countdown_ticks_between_polls(db, database_url, tmp_path) -> None
 
 @sync_test
 async def test_s_request_is_consumed_by_the_sync_worker(db, settings, emulator, tmp_path) -> None:  # noqa: ANN001
-    from services.syncworker import run_requests
-    from services.tokens import add_tokens
+    from services.sync.worker import run_requests
+    from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(company_name="Queued Sync Ltd", customers=7, items=3, invoices=4,
                                         estimates=2, seed=5)

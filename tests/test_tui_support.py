@@ -145,7 +145,7 @@ class Supervisord:
     def wait_states(self, wanted: dict[str, str], timeout_s: float = 20) -> list[dict[str, Any]]:
         import time
 
-        from services.supervisor_rpc import process_states
+        from services.ops.supervisor_rpc import process_states
 
         deadline = time.monotonic() + timeout_s
         states: list[dict[str, Any]] = []
@@ -157,7 +157,7 @@ class Supervisord:
         raise AssertionError(f"supervisord states never became {wanted}: {states}")
 
     def pid_of(self, name: str) -> int:
-        from services.supervisor_rpc import _proxy
+        from services.ops.supervisor_rpc import _proxy
 
         return int(_proxy(self.socket, 5).supervisor.getProcessInfo(f"qbsync:{name}")["pid"])
 
@@ -180,7 +180,7 @@ def console_settings(database_url: str, work_dir: Path, **extra: str):  # noqa: 
     """
     from dataclasses import replace
 
-    from services.config import load_settings
+    from services.core.config import load_settings
 
     env = {"DATABASE_URL": database_url, **extra}
     return replace(load_settings(env, dotenv=False), work_dir=work_dir)

@@ -38,7 +38,7 @@ def _wait(predicate: Callable[[], bool], what: str, timeout: float, on_fail: Cal
 def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, emulator, qbsync_env,
                                                                  tmp_path) -> None:  # noqa: ANN001
     tmux = _tmux()
-    from services.tokens import add_tokens
+    from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(company_name="Tmux Tea Room", customers=3, items=2, invoices=2,
                                         estimates=1, seed=11)

@@ -18,7 +18,7 @@ from db.upserts import (
     upsert_objects,
     upsert_page,
 )
-from services.entities import ENTITIES
+from services.model.entities import ENTITIES
 
 REALM = "9130350000000001"
 INVOICE, ESTIMATE, CUSTOMER = ENTITIES["Invoice"], ENTITIES["Estimate"], ENTITIES["Customer"]

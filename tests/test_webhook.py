@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from samples import SAMPLES
 
 from db.connection import Database
-from services.config import load_settings
-from services.webhook import DB_WAIT_S, MAX_BODY_BYTES, ReceiverServer, make_app, sign
+from services.core.config import load_settings
+from services.webhook.receiver import DB_WAIT_S, MAX_BODY_BYTES, ReceiverServer, make_app, sign
 
 TOKEN = "test-verifier-token-0123456789"
 URL_PATH = "/webhooks/quickbooks"

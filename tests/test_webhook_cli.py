@@ -15,7 +15,7 @@ import requests
 from samples import SAMPLES
 from support import free_port
 
-from services.webhook import sign
+from services.webhook.receiver import sign
 
 TOKEN = "cli-verifier-token-42"
 QBSYNC = str(Path(sys.executable).parent / "qbsync")

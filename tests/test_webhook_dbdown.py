@@ -14,8 +14,8 @@ from samples import SAMPLES
 from db.connection import Database
 from db.embedded import stop_embedded
 from db.migrate import upgrade
-from services.config import load_settings
-from services.webhook import ReceiverServer, make_app, sign
+from services.core.config import load_settings
+from services.webhook.receiver import ReceiverServer, make_app, sign
 
 TOKEN = "dbdown-verifier-token"
 

@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from db.connection import Database
-from services.webhook import ReceiverServer, make_app
+from services.webhook.receiver import ReceiverServer, make_app
 
 
 @pytest.fixture
@@ -49,7 +49,8 @@ def test_emulator_deliveries_are_verified_and_stored_once(emulator, db: Database
 
 
 def test_oauth_callback_connects_the_company(emulator, db: Database, settings, served: str) -> None:  # noqa: ANN001
-    from services.oauth import authorization_url, create_state
+    from services.intuit.oauth import authorization_url
+    from services.tokens.connect import create_state
 
     realm_id = emulator.admin.create_realm(customers=1, items=1, invoices=1, estimates=1, seed=5)
     emulator.admin.set_authorize_realm(realm_id)

@@ -1,4 +1,4 @@
-"""services.worker.run_worker in a real process: PM2's restart semantics under supervisord.
+"""services.core.worker.run_worker in a real process: PM2's restart semantics under supervisord.
 
 - a runtime failure: one log line (no traceback, no secret), then the restart delay, then exit 1;
 - SIGTERM during that delay: exit at once (exit 1, it still failed);
@@ -21,9 +21,9 @@ SECRET = "rt-secret-0123456789abcdef"
 
 SCRIPT = f"""
 import sys, time
-from services.errors import ConfigError
-from services.logs import register_secret, setup_logging
-from services.worker import run_worker
+from services.core.errors import ConfigError
+from services.core.logs import register_secret, setup_logging
+from services.core.worker import run_worker
 
 register_secret({SECRET!r})
 setup_logging("testworker", "INFO")

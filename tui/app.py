@@ -35,9 +35,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from db.readmodel import ENTITY_ORDER, health, status_snapshot, sync_request_states
-from services.errors import QBSyncError
-from services.logs import redact
-from services.status import span
+from services.core.errors import QBSyncError
+from services.core.logs import redact
+from services.ops.status import span
 from tui.logtail import LogTail
 
 __all__ = ["QBSyncApp", "cmd_tui", "LOG_SOURCES", "ErrorDetailScreen"]
@@ -321,7 +321,7 @@ class QBSyncApp(App[None]):
             error = redact(one_line(text or type(exc).__name__, 300))
         processes: list[dict[str, Any]] | None
         try:
-            from services.supervisor_rpc import process_states
+            from services.ops.supervisor_rpc import process_states
 
             processes = process_states(self.supervisor_socket)
         except Exception:  # noqa: BLE001
@@ -629,7 +629,7 @@ class QBSyncApp(App[None]):
     def _refresh_worker(self, realm_id: str) -> None:
         key = f"token:{realm_id}"
         try:
-            from services.tokens import refresh_realm  # lazily: only the console's `r` needs it
+            from services.tokens.vault import refresh_realm  # lazily: only the console's `r` needs it
 
             refresh_realm(self.db, self.settings, realm_id, force=True, reason="console", service="tui")
             self.post_message(ActionDone(key, f"token refreshed for {self._realm_label(realm_id)}",
@@ -653,7 +653,7 @@ class QBSyncApp(App[None]):
     def _sync_worker(self, realm_id: str) -> None:
         key = f"sync:{realm_id}"
         try:
-            from services.sync import enqueue_sync_request
+            from services.sync.engine import enqueue_sync_request
             with self.db.transaction() as conn:
                 request_id = enqueue_sync_request(conn, realm_id, requested_by="tui")
             self.post_message(ActionDone(key, f"sync #{request_id} of {self._realm_label(realm_id)} queued",
@@ -679,7 +679,7 @@ class QBSyncApp(App[None]):
     def _restart_worker(self, program: str) -> None:
         key = f"restart:{program}"
         try:
-            from services.supervisor_rpc import restart_process
+            from services.ops.supervisor_rpc import restart_process
 
             state = restart_process(self.supervisor_socket, program)
             self.post_message(ActionDone(key, f"{program} restarted: {state}"))
@@ -723,7 +723,7 @@ def _minutes(n: int):  # noqa: ANN202
 def cmd_tui(args: argparse.Namespace, settings: Any) -> int:  # noqa: ARG001
     """Run the console until `q`. Logs go to logs/tui.log (the screen is the console's)."""
     from db.connection import open_database
-    from services.logs import PM2Formatter
+    from services.core.logs import PM2Formatter
 
     settings.log_dir.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()

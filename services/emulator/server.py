@@ -33,11 +33,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from services.core.logs import redact
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_VERIFIER_TOKEN
 from services.emulator.admin import EmulatorAdmin
 from services.emulator.jsontext import dumps, loads
 from services.emulator.state import CANONICAL, REFRESH_TOKEN_REUSE_SECONDS, EmulatorError, State
-from services.logs import redact
 
 __all__ = ["EmulatorServer", "FAULT_401_BODY", "FAULT_429_BODY", "DISCOVERY_PATHS", "discovery_document"]
 

@@ -3,7 +3,7 @@
 Routes (SPEC section 7):
     POST /webhooks/quickbooks   verify `intuit-signature`, parse, store, 200 after commit
     GET  /healthz               200 when the database answers, else 503
-    GET  /oauth/callback        finish `qbsync connect` (services.oauth.complete_authorization)
+    GET  /oauth/callback        finish `qbsync connect` (services.tokens.connect.complete_authorization)
 
 Order of work on a POST, and what each failure answers (never a 500 for client input):
     body over 1 MiB                        -> 413 (waitress refuses before reading it)
@@ -12,7 +12,7 @@ Order of work on a POST, and what each failure answers (never a 500 for client i
     database unreachable / schema missing  -> 503 (Intuit retries; nothing was stored)
     anything unexpected                    -> 500, logged; the process stays up
 All events of a body are stored in one transaction, so a body is either stored whole or not
-at all; redeliveries are deduplicated by services.inbox.
+at all; redeliveries are deduplicated by services.webhook.inbox.
 
 Served by waitress (a production server) with SERVER_THREADS worker threads and a database
 pool of the same size, so a request never waits for a connection while the database is up;
@@ -40,9 +40,9 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 
-from services.errors import ConfigError, DatabaseUnavailable, QBSyncError
-from services.inbox import MalformedPayload, parse_events, store_events
-from services.logs import redact, setup_logging
+from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError
+from services.core.logs import redact, setup_logging
+from services.webhook.inbox import MalformedPayload, parse_events, store_events
 
 __all__ = [
     "make_app", "WebhookApp", "ReceiverServer", "cmd_webhook", "sign",
@@ -243,7 +243,7 @@ class WebhookApp:
         params = {key: values[0] for key, values in query.items()}
         hidden = [params[k] for k in ("code", "state") if len(params.get(k) or "") >= 4]
         try:
-            from services.oauth import complete_authorization
+            from services.tokens.connect import complete_authorization
 
             realm_id = complete_authorization(self.db, self.settings, params)
         except DatabaseUnavailable as exc:
@@ -350,7 +350,7 @@ class ReceiverServer:
 def cmd_webhook(args, settings) -> int:  # noqa: ANN001
     """`qbsync webhook`: serve until SIGTERM (exit 0); a missing verifier token exits 2."""
     from db.connection import open_database
-    from services.worker import run_worker
+    from services.core.worker import run_worker
 
     setup_logging("webhook", settings.log_level)
     logging.getLogger("waitress").setLevel(logging.WARNING)

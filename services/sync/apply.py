@@ -31,8 +31,9 @@ from typing import Any
 
 from db.errorlog import record_error
 from db.upserts import apply_objects, is_delete_marker, mark_deleted, mark_merged, upsert_company
-from services.entities import ENTITIES
-from services.errors import DatabaseUnavailable, NeedsReauth, NotFound, QBSyncError
+from services.core.errors import DatabaseUnavailable, NeedsReauth, NotFound, QBSyncError
+from services.model.entities import ENTITIES
+from services.tokens.vault import client_for
 
 __all__ = ["process_inbox", "InboxStats", "MAX_ATTEMPTS", "LEASE", "retry_delay"]
 
@@ -103,9 +104,7 @@ def process_inbox(db, settings, *, client_factory: Callable[[str], Any] | None =
 def _client(db, settings, realm_id: str, factory: Callable[[str], Any] | None) -> Any:  # noqa: ANN001
     if factory is not None:
         return factory(realm_id)
-    from services.qbo import QBOClient
-
-    return QBOClient(db, settings, realm_id)
+    return client_for(db, settings, realm_id)
 
 
 def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: InboxStats,  # noqa: ANN001
@@ -118,7 +117,7 @@ def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: Inb
         return
     client = None
     try:
-        from services.tokens import access_token_for
+        from services.tokens.vault import access_token_for
 
         access_token_for(db, settings, realm_id)
         client = _client(db, settings, realm_id, factory)

@@ -4,12 +4,12 @@ One `QBOClient` per realm. Every request:
 - goes to `{base}/v3/company/{realm}/...` where base is the realm's stored `base_url` or
   QBO_API_BASE_URL, with `minorversion=QBO_MINOR_VERSION`, `Accept: application/json` and
   `Authorization: Bearer <access token>`, and explicit (connect, read) timeouts;
-- takes a slot from the realm's cross-process `RateBudget` (services/budget.py) and counts in
+- takes a slot from the realm's cross-process `RateBudget` (services/intuit/budget.py) and counts in
   `.api_calls`;
-- maps failures through services/faults.py: Throttled (429/3001), ServerError (5xx) and
-  TransportError (connection errors, timeouts) are retried with `services.retry.backoff_delay`
+- maps failures through services/intuit/faults.py: Throttled (429/3001), ServerError (5xx) and
+  TransportError (connection errors, timeouts) are retried with `services.core.retry.backoff_delay`
   up to `MAX_ATTEMPTS` attempts (a Retry-After header wins); a 401 refreshes the token once
-  through `services.tokens.refresh_realm(stale_access_token=...)` and retries once, a second
+  through the client's `TokenProvider` (`.refresh(stale)`) and retries once, a second
   401 raises NeedsReauth; anything else raises at once;
 - parses JSON with `parse_float=Decimal`, and treats a 200 body holding a Fault as an error.
 
@@ -40,7 +40,7 @@ from urllib.parse import quote
 import orjson
 import requests
 
-from services.errors import (
+from services.core.errors import (
     AuthenticationFailed,
     FatalQBOError,
     NeedsReauth,
@@ -49,10 +49,10 @@ from services.errors import (
     ServerError,
     TransportError,
 )
-from services.faults import check_body_for_fault, header, parse_fault
-from services.logs import redact, register_secret
-from services.qbotime import parse_qbo_time
-from services.retry import MAX_ATTEMPTS, backoff_delay
+from services.core.logs import redact, register_secret
+from services.core.qbotime import parse_qbo_time
+from services.core.retry import MAX_ATTEMPTS, backoff_delay
+from services.intuit.faults import check_body_for_fault, header, parse_fault
 
 __all__ = [
     "QBOClient", "QueryPage", "RawPage", "CDCResult", "TokenProvider", "parse_qbo_time", "PAGE_SIZE",
@@ -131,33 +131,14 @@ class CDCResult:
 
 
 class TokenProvider(Protocol):
-    """Where a client gets its access token (the default is services.tokens)."""
+    """Where a client gets its access token: services.tokens.vault.RealmTokens (the stored,
+    locked, refreshed token) or a fixed one. `base_url` is the realm's API base ("" = settings)."""
+
+    base_url: str
 
     def access_token(self) -> str: ...
 
     def refresh(self, stale: str) -> str: ...
-
-
-class _RealmTokens:
-    """The default provider: services.tokens (imported lazily), which also knows base_url."""
-
-    def __init__(self, db, settings, realm_id: str, service: str) -> None:  # noqa: ANN001
-        self.db, self.settings, self.realm_id, self.service = db, settings, realm_id, service
-        self.base_url = ""
-
-    def access_token(self) -> str:
-        from services.tokens import access_token_for
-
-        token, base_url = access_token_for(self.db, self.settings, self.realm_id, service=self.service)
-        self.base_url = base_url or ""
-        return token
-
-    def refresh(self, stale: str) -> str:
-        from services.tokens import refresh_realm
-
-        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401",
-                     service=self.service)
-        return self.access_token()
 
 
 def _entity_name(entity: str) -> str:
@@ -184,10 +165,8 @@ class QBOClient:
                  session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  timeout: tuple[float, float] = (5.0, 60.0),
-                 budget=None,  # noqa: ANN001  (a services.budget.RateBudget)
-                 token_provider: TokenProvider | None = None,
-                 service: str = "sync") -> None:
-        """`service` labels token-refresh errors recorded on this client's behalf."""
+                 budget=None,  # noqa: ANN001  (a services.intuit.budget.RateBudget)
+                 token_provider: TokenProvider) -> None:
         if not realm_id:
             raise ValueError("realm_id is required")
         connect_s, read_s = timeout
@@ -202,12 +181,12 @@ class QBOClient:
         self._session = session or requests.Session()
         self._sleep = sleep
         if budget is None:
-            from services.budget import RateBudget
+            from services.intuit.budget import RateBudget
 
             budget = RateBudget(db, self.realm_id, settings.max_requests_per_minute,
                                 settings.max_concurrency)
         self.budget = budget
-        self._tokens: Any = token_provider or _RealmTokens(db, settings, self.realm_id, service)
+        self._tokens = token_provider
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -368,7 +347,7 @@ class QBOClient:
         while True:
             token = self._tokens.access_token()
             register_secret(token)
-            base = (getattr(self._tokens, "base_url", "") or self.settings.api_base_url).rstrip("/")
+            base = (self._tokens.base_url or self.settings.api_base_url).rstrip("/")
             try:
                 return self._get_once(base, path, params, token, raw)
             except AuthenticationFailed as exc:

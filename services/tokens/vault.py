@@ -25,19 +25,19 @@ they were, note last_error and are retried by the caller with backoff.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 import requests
 
+from db.connection import Database
 from db.errorlog import record_error
-from services import oauth
-from services.errors import (
+from db.upserts import upsert_company
+from services.core.config import Settings
+from services.core.errors import (
     FatalQBOError,
     InvalidClient,
     NeedsReauth,
@@ -45,12 +45,14 @@ from services.errors import (
     Retriable,
     TransportError,
 )
-from services.logs import redact, register_secret
-from services.qbotime import parse_qbo_time_or_none
+from services.core.logs import redact, register_secret
+from services.intuit import oauth
+from services.intuit.client import QBOClient, TokenProvider
 
 __all__ = [
     "TokenRow", "RefreshResult", "refresh_realm", "access_token_for", "active_realms", "read_token",
     "add_tokens", "store_grant", "update_company_info", "revoke_realm", "record_event",
+    "RealmTokens", "GivenToken", "client_for",
     "REFRESH_TOKEN_IDLE_REFRESH", "ACCESS_TOKEN_MIN_LEFT",
 ]
 
@@ -364,61 +366,67 @@ def add_tokens(db, settings, realm_id: str, refresh_token: str, *, access_token:
              "scope": oauth.SCOPE_ACCOUNTING, "exp": expires_in})
         record_event(conn, realm_id, "added", "tokens added with qbsync token add")
     if access_token:
-        # QBOClient reads the stored token and would refresh one that is about to expire (or has an
-        # unknown lifetime) first; `token add` only asks with the token it was given.
-        update_company_info(db, settings, realm_id, access_token, session=session,
-                            use_client=expires_in is not None and expires_in > 2 * ACCESS_TOKEN_MIN_LEFT.seconds)
+        update_company_info(db, settings, realm_id, access_token, session=session)  # with the token given
     with db.transaction() as conn:
         row = conn.execute("SELECT name FROM quickbooks.companies WHERE id = %s", (realm_id,)).fetchone()
     return row[0] if row else None
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    return str(value)
+class RealmTokens:
+    """The Data API client's token provider for a realm: the stored access token (refreshed
+    through `refresh_realm` when it is about to expire), and the realm's stored base URL."""
+
+    def __init__(self, db: Database, settings: Settings, realm_id: str, service: str) -> None:
+        self.db, self.settings, self.realm_id, self.service = db, settings, realm_id, service
+        self.base_url = ""
+
+    def access_token(self) -> str:
+        token, base_url = access_token_for(self.db, self.settings, self.realm_id, service=self.service)
+        self.base_url = base_url or ""
+        return token
+
+    def refresh(self, stale: str) -> str:
+        refresh_realm(self.db, self.settings, self.realm_id, stale_access_token=stale, reason="401",
+                      service=self.service)
+        return self.access_token()
 
 
-def _company_info_via_client(db, settings, realm_id: str) -> dict[str, Any] | None:  # noqa: ANN001
+class GivenToken:
+    """A token provider for one access token just received (connect, token add): nothing to
+    refresh with yet, so a 401 is final."""
+
+    def __init__(self, access_token: str, realm_id: str) -> None:
+        self.token, self.realm_id, self.base_url = access_token, realm_id, ""
+
+    def access_token(self) -> str:
+        return self.token
+
+    def refresh(self, stale: str) -> str:
+        raise NeedsReauth("QuickBooks rejected the access token just received", realm_id=self.realm_id)
+
+
+def client_for(db: Database, settings: Settings, realm_id: str, *, service: str = "sync",
+               token_provider: TokenProvider | None = None, **kw: Any) -> QBOClient:
+    """A Data API client for `realm_id` on the stored tokens (`service` labels the token-refresh
+    errors recorded on its behalf); `kw` goes to QBOClient (session, sleep, budget, timeout)."""
+    return QBOClient(db, settings, realm_id,
+                     token_provider=token_provider or RealmTokens(db, settings, str(realm_id), service), **kw)
+
+
+def update_company_info(db: Database, settings: Settings, realm_id: str, access_token: str, *,
+                        session: requests.Session | None = None) -> bool:
+    """Fetch CompanyInfo with `access_token` and write it the one way companies are written
+    (db.upserts.upsert_company: newer wins). Best effort: a failure is logged as a warning
+    and returns False."""
     try:
-        from services.qbo import QBOClient  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    try:
-        info = QBOClient(db, settings, realm_id, service="cli").company_info()
-    except (TypeError, AttributeError) as exc:  # a client with another shape: use the direct request
-        log.debug("QBOClient.company_info unusable (%s); fetching directly", type(exc).__name__)
-        return None
-    if isinstance(info, dict) and isinstance(info.get("CompanyInfo"), dict):
-        info = info["CompanyInfo"]
-    return info if isinstance(info, dict) else None
-
-
-def update_company_info(db, settings, realm_id: str, access_token: str, *,  # noqa: ANN001
-                        session: requests.Session | None = None, use_client: bool = True) -> bool:
-    """Fetch CompanyInfo and store name, legal name, country and raw in companies (never an older
-    version over a newer one). Uses services.qbo.QBOClient when it exists and `use_client` (it reads
-    the stored token), else a direct request with `access_token`. Best effort: a failure is logged
-    as a warning and returns False."""
-    try:
-        info = _company_info_via_client(db, settings, realm_id) if use_client and session is None else None
-        if info is None:
-            info = oauth.fetch_company_info(settings, realm_id, access_token, session=session)
+        with client_for(db, settings, realm_id, session=session,
+                        token_provider=GivenToken(access_token, realm_id)) as client:
+            info = client.company_info()
     except QBSyncError as exc:
         log.warning("realm %s: could not fetch CompanyInfo: %s", realm_id, exc.one_line())
         return False
-    meta = info.get("MetaData") if isinstance(info.get("MetaData"), dict) else {}
     with db.transaction() as conn:
-        conn.execute(
-            """INSERT INTO quickbooks.companies (id, name, legal_name, country, environment, raw, last_updated)
-               VALUES (%s, %s, %s, %s, %s, %s::jsonb, %s)
-               ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, legal_name = EXCLUDED.legal_name,
-                   country = EXCLUDED.country, raw = EXCLUDED.raw, last_updated = EXCLUDED.last_updated,
-                   updated_at = now()
-               WHERE companies.last_updated IS NULL OR EXCLUDED.last_updated IS NULL
-                  OR EXCLUDED.last_updated >= companies.last_updated""",
-            (realm_id, info.get("CompanyName"), info.get("LegalName"), info.get("Country"), settings.environment,
-             json.dumps(info, default=_jsonable), parse_qbo_time_or_none(meta.get("LastUpdatedTime"))))
+        upsert_company(conn, realm_id, info, environment=settings.environment)
     return True
 
 

@@ -57,10 +57,11 @@ from db.upserts import (
     upsert_company,
     upsert_page,
 )
-from services.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
-from services.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError
-from services.logs import redact
-from services.qbo import QBOClient, RawPage
+from services.core.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError
+from services.core.logs import redact
+from services.intuit.client import RawPage
+from services.model.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
+from services.tokens.vault import client_for
 
 __all__ = [
     "EntityOutcome", "RealmSync", "sync_realm", "enqueue_sync_request",
@@ -157,7 +158,7 @@ class RealmSync:
         self.stop = stop
         if client_factory is None:
             def client_factory() -> Any:
-                return QBOClient(db, settings, self.realm_id)
+                return client_for(db, settings, self.realm_id)
         self._factory = client_factory
         self.concurrency = max(1, int(getattr(settings, "max_concurrency", 4)))
         self._local = threading.local()  # per entity-run thread: its _Clients
@@ -226,7 +227,7 @@ class RealmSync:
     # -- tokens and state ------------------------------------------------------------------
 
     def _check_tokens(self) -> None:
-        from services.tokens import access_token_for
+        from services.tokens.vault import access_token_for
 
         access_token_for(self.db, self.settings, self.realm_id)
 

@@ -47,7 +47,7 @@ class QBSyncError(Exception):
 
     def one_line(self) -> str:
         """The message plus what to do about it, on one line (already redacted)."""
-        from services.logs import redact
+        from services.core.logs import redact
 
         return redact(f"{self} -> {self.action}".replace("\n", " "))
 

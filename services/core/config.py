@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.errors import ConfigError
-from services.logs import register_secret
+from services.core.errors import ConfigError
+from services.core.logs import register_secret
 
 __all__ = ["Secret", "Settings", "load_settings", "API_BASE_URLS"]
 

@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from services.config import Settings
-from services.errors import QBSyncError
-from services.logs import redact
+from services.core.config import Settings
+from services.core.errors import QBSyncError
+from services.core.logs import redact
 
 __all__ = ["cmd_doctor", "run_checks", "Check"]
 
@@ -70,7 +70,7 @@ def _endpoint(name: str, url: str) -> Check:
 
 
 def _supervisord(settings: Settings) -> Check:
-    from services.supervisor_rpc import process_states
+    from services.ops.supervisor_rpc import process_states
 
     socket = settings.supervisor_socket
     if not socket.exists():

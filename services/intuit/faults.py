@@ -1,4 +1,4 @@
-"""Intuit Data API error responses -> the qbsync exception tree (services/errors.py).
+"""Intuit Data API error responses -> the qbsync exception tree (services/core/errors.py).
 
 QuickBooks reports a failure in several shapes, all handled by `parse_fault`:
 
@@ -31,7 +31,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from services.errors import (
+from services.core.errors import (
     AuthenticationFailed,
     CDCTooOld,
     FatalQBOError,
@@ -40,8 +40,8 @@ from services.errors import (
     ServerError,
     Throttled,
 )
-from services.logs import REDACTED, redact
-from services.retry import parse_retry_after
+from services.core.logs import REDACTED, redact
+from services.core.retry import parse_retry_after
 
 __all__ = ["parse_fault", "check_body_for_fault", "find_fault", "header", "FaultEntry"]
 

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from db.errorlog import record_error
-from services.qbotime import parse_qbo_time
+from services.core.qbotime import parse_qbo_time
 
 __all__ = [
     "InboxEvent", "MalformedPayload", "parse_events", "store_events",

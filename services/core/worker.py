@@ -15,7 +15,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from services.errors import ConfigError
+from services.core.errors import ConfigError
 
 __all__ = ["Stop", "run_worker", "EXIT_OK", "EXIT_RUNTIME", "EXIT_CONFIG"]
 
@@ -50,7 +50,7 @@ class Stop:
 
 def _one_line(exc: BaseException) -> str:
     """`Type: first line of the message` (a QBSyncError's own one_line), never a traceback."""
-    from services.errors import QBSyncError
+    from services.core.errors import QBSyncError
 
     if isinstance(exc, QBSyncError):
         return f"{type(exc).__name__}: {exc.one_line()}"

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable
 
 __all__ = ["RateBudget", "Slot"]
 

@@ -1,6 +1,6 @@
 """`qbsync tokenup` (the token worker) and the `qbsync token add|refresh|revoke` commands.
 
-Every TOKEN_CHECK_INTERVAL_SECONDS the worker refreshes, through `services.tokens.refresh_realm`,
+Every TOKEN_CHECK_INTERVAL_SECONDS the worker refreshes, through `services.tokens.vault.refresh_realm`,
 each active realm whose access token is inside TOKEN_REFRESH_MARGIN_MINUTES or whose refresh
 token has not been used for 24 h, and records a warning 30 and 7 days before a refresh
 token's 5-year hard expiry (once each). Each realm is independent:
@@ -9,7 +9,7 @@ token's 5-year hard expiry (once each). Each realm is independent:
   called again; the other realms go on;
 - invalid_client: a configuration error, recorded and logged; the worker stays up and tries
   again after INVALID_CLIENT_RETRY_S (slowly: the keys will not fix themselves);
-- network errors, 429 and 5xx: that realm backs off (services/retry.py), the others go on;
+- network errors, 429 and 5xx: that realm backs off (services/core/retry.py), the others go on;
 - PostgreSQL unreachable: logged, waited out with backoff, never fatal.
 
 SIGTERM lets the refresh in flight finish (its HTTP call has timeouts) and exits 0.
@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from services.errors import (
+from services.core.errors import (
     DatabaseUnavailable,
     FatalQBOError,
     InvalidClient,
@@ -31,8 +31,8 @@ from services.errors import (
     QBSyncError,
     Retriable,
 )
-from services.retry import MAX_ATTEMPTS, backoff_delay
-from services.worker import Stop, run_worker
+from services.core.retry import MAX_ATTEMPTS, backoff_delay
+from services.core.worker import Stop, run_worker
 
 __all__ = ["TokenWorker", "PassOutcome", "cmd_tokenup", "cmd_token_add", "cmd_token_refresh",
            "cmd_token_revoke", "INVALID_CLIENT_RETRY_S", "FATAL_RETRY_S"]
@@ -82,7 +82,7 @@ class TokenWorker:
 
     def warn_hard_expiry(self) -> list[tuple[str, str]]:
         """Record (once each) a warning 30 and 7 days before a refresh token's hard expiry."""
-        from services.tokens import record_event
+        from services.tokens.vault import record_event
 
         warned: list[tuple[str, str]] = []
         with self.db.transaction() as conn:
@@ -112,7 +112,7 @@ class TokenWorker:
     def refresh_one(self, realm_id: str, stop: Stop, *, attempts: int = 1) -> str | None:
         """Refresh one due realm; None on success, else the error one-liner. Schedules its backoff."""
         from db.errorlog import record_error_safely
-        from services.tokens import refresh_realm
+        from services.tokens.vault import refresh_realm
 
         for attempt in range(attempts):
             try:
@@ -217,7 +217,7 @@ def _check_realm(realm_id: str | None) -> str | None:
 def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
     """`qbsync tokenup [--once]`: the worker (PM2 semantics via run_worker); --once exits 1 if a realm failed."""
     from db.connection import open_database
-    from services.logs import setup_logging
+    from services.core.logs import setup_logging
 
     setup_logging("tokenup", settings.log_level)
     failed: dict[str, str] = {}
@@ -248,8 +248,8 @@ def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
 def cmd_token_add(args, settings) -> int:  # noqa: ANN001
     """`qbsync token add`: store tokens from Intuit's OAuth Playground for a realm."""
     from db.connection import open_database
-    from services.logs import register_secret, setup_logging
-    from services.tokens import add_tokens
+    from services.core.logs import register_secret, setup_logging
+    from services.tokens.vault import add_tokens
 
     register_secret(args.refresh_token)
     register_secret(args.access_token)
@@ -277,8 +277,8 @@ def cmd_token_add(args, settings) -> int:  # noqa: ANN001
 def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
     """`qbsync token refresh [--realm-id R]`: refresh now through the locked path; exit 1 if any realm failed."""
     from db.connection import open_database
-    from services.logs import setup_logging
-    from services.tokens import active_realms
+    from services.core.logs import setup_logging
+    from services.tokens.vault import active_realms
 
     setup_logging("cli", settings.log_level)
     if (problem := _check_realm(args.realm_id)) is not None:
@@ -313,7 +313,7 @@ def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
 
 
 def _refresh_with_retries(db, settings, realm_id: str):  # noqa: ANN001, ANN202
-    from services.tokens import refresh_realm
+    from services.tokens.vault import refresh_realm
 
     for attempt in range(MAX_ATTEMPTS):
         try:
@@ -330,8 +330,8 @@ def _refresh_with_retries(db, settings, realm_id: str):  # noqa: ANN001, ANN202
 def cmd_token_revoke(args, settings) -> int:  # noqa: ANN001
     """`qbsync token revoke --realm-id R`: revoke at Intuit, mark the realm disconnected (is_active false)."""
     from db.connection import open_database
-    from services.logs import setup_logging
-    from services.tokens import revoke_realm
+    from services.core.logs import setup_logging
+    from services.tokens.vault import revoke_realm
 
     setup_logging("cli", settings.log_level)
     if (problem := _check_realm(args.realm_id)) is not None:

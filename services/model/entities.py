@@ -5,7 +5,7 @@ QBO JSON (`Column.extract`, applied to the object exactly as QBO sent it, number
 `Decimal`), whether the entity has line items (table + foreign-key column), whether it is a
 name list (queried with `Active IN (true,false)`; never hard-deleted, inactivated instead),
 whether it can be hard-deleted or merged. The upserts (db/upserts.py) and the sync engine
-(services/sync.py) are generic over these specs: adding Payment is one entry here plus a
+(services/sync/engine.py) are generic over these specs: adding Payment is one entry here plus a
 migration creating `payments` (+ `payment_line_items`).
 
 Extractors return text / Decimal / bool / None; dates and timestamps are passed to
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from services.qbotime import parse_qbo_time_or_none
+from services.core.qbotime import parse_qbo_time_or_none
 
 __all__ = [
     "Column", "LineSpec", "EntitySpec", "ENTITIES", "ENTITY_NAMES", "LINE_COLUMNS",

@@ -8,8 +8,8 @@ import psycopg
 
 from db.connection import connect, resolve_database_url
 from db.migrate import upgrade
-from services.config import Settings
-from services.errors import DatabaseUnavailable
+from services.core.config import Settings
+from services.core.errors import DatabaseUnavailable
 
 __all__ = ["cmd_db_upgrade"]
 

@@ -1,12 +1,12 @@
 """`qbsync sync`: the sync worker (schedule, queued requests, webhook inbox) and `--once`.
 
-The worker (under supervisord, PM2 semantics from services/worker.py):
+The worker (under supervisord, PM2 semantics from services/core/worker.py):
 - syncs every active realm every SYNC_INTERVAL_MINUTES (the `schedule` package), and at
   start every realm whose sync_state says it is due (so a restart does not skip a run);
   with SYNC_INTERVAL_MINUTES capped at a day this is also the daily CDC sweep that covers
   missed webhooks;
 - every ~1.5 s claims queued quickbooks.sync_requests (`FOR UPDATE SKIP LOCKED`; queued →
-  running → done/failed) and applies due webhook inbox events (services/inbox_apply.py);
+  running → done/failed) and applies due webhook inbox events (services/sync/apply.py);
 - survives database outages (logs, waits, retries; no cursor moves without its data);
 - on SIGTERM finishes the current transaction and exits 0.
 `--once` runs one pass over the selected realm(s)/entity and exits 1 if any entity failed.
@@ -23,11 +23,11 @@ from typing import Any
 
 import schedule
 
-from services.errors import DatabaseUnavailable
-from services.inbox_apply import process_inbox
-from services.logs import setup_logging
-from services.sync import EntityOutcome, sync_realm
-from services.worker import Stop, run_worker
+from services.core.errors import DatabaseUnavailable
+from services.core.logs import setup_logging
+from services.core.worker import Stop, run_worker
+from services.sync.apply import process_inbox
+from services.sync.engine import EntityOutcome, sync_realm
 
 __all__ = ["cmd_sync", "sync_once", "run_requests", "sync_due_realms", "POLL_SECONDS"]
 
@@ -160,7 +160,7 @@ def _fix_malloc_threshold() -> None:
 def cmd_sync(args: argparse.Namespace, settings) -> int:  # noqa: ANN001
     """`qbsync sync [--once] [--realm-id R] [--entity E] [--full]`."""
     from db.connection import open_database
-    from services.entities import get_spec
+    from services.model.entities import get_spec
 
     _fix_malloc_threshold()
     setup_logging("sync", settings.log_level)
@@ -184,7 +184,7 @@ def cmd_sync(args: argparse.Namespace, settings) -> int:  # noqa: ANN001
                 log.warning("sync --once: no realm to sync (add one with `qbsync token add` or `qbsync connect`)")
             return 1 if failed or (skipped and args.realm_id) else 0
         if args.realm_id or entity or args.full:
-            from services.sync import enqueue_sync_request
+            from services.sync.engine import enqueue_sync_request
 
             with db.transaction() as conn:
                 enqueue_sync_request(conn, args.realm_id, entity, args.full, requested_by="cli")

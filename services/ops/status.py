@@ -15,9 +15,9 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from db.readmodel import health, status_snapshot
-from services.errors import DatabaseUnavailable
-from services.logs import redact
-from services.supervisor_rpc import process_states
+from services.core.errors import DatabaseUnavailable
+from services.core.logs import redact
+from services.ops.supervisor_rpc import process_states
 
 __all__ = ["cmd_status", "collect_status", "render_text", "relative", "span"]
 

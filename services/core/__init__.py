@@ -1,0 +1,10 @@
+"""The foundation every other package may import (and which imports none of them): the error
+tree, logging with secret redaction, configuration, QBO time parsing, backoff, the worker loop.
+
+    errors    QBSyncError and its tree; every failure qbsync reports is one of these
+    logs      setup_logging, register_secret/redact, the PM2-style formatter
+    config    Settings, load_settings (environment + .env)
+    qbotime   parse_qbo_time: Intuit's timestamps as aware datetimes
+    retry     backoff_delay, parse_retry_after: the one backoff rule
+    worker    run_worker, Stop: PM2 semantics under supervisord
+"""
