@@ -7,7 +7,7 @@ One `QBOClient` per realm. Every request:
 - takes a slot from the realm's cross-process `RateBudget` (services/intuit/budget.py) and counts in
   `.api_calls`;
 - maps failures through services/intuit/faults.py: Throttled (429/3001), ServerError (5xx) and
-  TransportError (connection errors, timeouts) are retried with `services.core.retry.backoff_delay`
+  TransportError (connection errors, timeouts) are retried by `services.core.retry.retry_call`
   up to `MAX_ATTEMPTS` attempts (a Retry-After header wins); a 401 refreshes the token once
   through the client's `TokenProvider` (`.refresh(stale)`) and retries once, a second
   401 raises NeedsReauth; anything else raises at once;
@@ -51,7 +51,7 @@ from services.core.errors import (
 )
 from services.core.logs import redact, register_secret
 from services.core.qbotime import parse_qbo_time
-from services.core.retry import MAX_ATTEMPTS, backoff_delay
+from services.core.retry import MAX_ATTEMPTS, retry_call
 from services.intuit.faults import check_body_for_fault, header, parse_fault
 
 __all__ = [
@@ -342,34 +342,34 @@ class QBOClient:
     def _get(self, path: str, params: dict[str, str], *, raw: bool = False) -> Any:
         """GET with budget, token refresh on 401 and backoff on retriable faults: the parsed
         JSON object, or with `raw` the body bytes (checked for a Fault, not parsed)."""
-        attempt = 0
         refreshed = False
-        while True:
-            token = self._tokens.access_token()
-            register_secret(token)
-            base = (self._tokens.base_url or self.settings.api_base_url).rstrip("/")
-            try:
-                return self._get_once(base, path, params, token, raw)
-            except AuthenticationFailed as exc:
-                if refreshed:
-                    raise NeedsReauth(
-                        f"QuickBooks rejected a freshly refreshed access token: {exc.message}",
-                        realm_id=self.realm_id, code=exc.code, intuit_tid=exc.intuit_tid,
-                        http_status=exc.http_status, fault_type=exc.fault_type) from None
-                refreshed = True
-                log.warning("realm %s: 401 on %s (intuit_tid %s); refreshing the access token "
-                            "and retrying once", self.realm_id, path, exc.intuit_tid)
-                self._tokens.refresh(token)
-            except Retriable as exc:
-                attempt += 1
-                if attempt >= MAX_ATTEMPTS:
-                    raise
-                delay = backoff_delay(attempt - 1, self.settings.retry_base_seconds,
-                                      retry_after=exc.retry_after)
-                log.warning("realm %s: %s on %s (attempt %d of %d%s); retrying in %.2f s",
-                            self.realm_id, type(exc).__name__, path, attempt, MAX_ATTEMPTS,
-                            f", intuit_tid {exc.intuit_tid}" if exc.intuit_tid else "", delay)
-                self._sleep(delay)
+
+        def authenticated() -> Any:
+            nonlocal refreshed
+            while True:
+                token = self._tokens.access_token()
+                register_secret(token)
+                base = (self._tokens.base_url or self.settings.api_base_url).rstrip("/")
+                try:
+                    return self._get_once(base, path, params, token, raw)
+                except AuthenticationFailed as exc:
+                    if refreshed:
+                        raise NeedsReauth(
+                            f"QuickBooks rejected a freshly refreshed access token: {exc.message}",
+                            realm_id=self.realm_id, code=exc.code, intuit_tid=exc.intuit_tid,
+                            http_status=exc.http_status, fault_type=exc.fault_type) from None
+                    refreshed = True
+                    log.warning("realm %s: 401 on %s (intuit_tid %s); refreshing the access token "
+                                "and retrying once", self.realm_id, path, exc.intuit_tid)
+                    self._tokens.refresh(token)
+
+        def note(failures: int, exc: BaseException, delay: float) -> None:
+            tid = getattr(exc, "intuit_tid", None)
+            log.warning("realm %s: %s on %s (attempt %d of %d%s); retrying in %.2f s", self.realm_id,
+                        type(exc).__name__, path, failures, MAX_ATTEMPTS, f", intuit_tid {tid}" if tid else "", delay)
+
+        return retry_call(authenticated, base_s=self.settings.retry_base_seconds, retry_on=(Retriable,),
+                          sleep=self._sleep, on_retry=note)
 
     def _get_once(self, base: str, path: str, params: dict[str, str], token: str, raw: bool = False) -> Any:
         url = f"{base}/v3/company/{quote(self.realm_id, safe='')}/{path}"

@@ -31,7 +31,7 @@ from services.core.errors import (
     QBSyncError,
     Retriable,
 )
-from services.core.retry import MAX_ATTEMPTS, backoff_delay
+from services.core.retry import MAX_ATTEMPTS, backoff_delay, retry_call
 from services.core.worker import Stop, run_worker
 
 __all__ = ["TokenWorker", "PassOutcome", "cmd_tokenup", "cmd_token_add", "cmd_token_refresh",
@@ -315,16 +315,13 @@ def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
 def _refresh_with_retries(db, settings, realm_id: str):  # noqa: ANN001, ANN202
     from services.tokens.vault import refresh_realm
 
-    for attempt in range(MAX_ATTEMPTS):
-        try:
-            return refresh_realm(db, settings, realm_id, force=True, reason="qbsync token refresh", service="cli")
-        except (Retriable, DatabaseUnavailable) as exc:
-            if attempt + 1 >= MAX_ATTEMPTS:
-                raise
-            delay = backoff_delay(attempt, settings.retry_base_seconds, retry_after=getattr(exc, "retry_after", None))
-            log.warning("realm %s: refresh failed, retrying in %.1f s: %s", realm_id, delay, exc.one_line())
-            time.sleep(delay)
-    raise AssertionError("unreachable")
+    def note(_failures: int, exc: BaseException, delay: float) -> None:
+        text = exc.one_line() if isinstance(exc, QBSyncError) else str(exc)
+        log.warning("realm %s: refresh failed, retrying in %.1f s: %s", realm_id, delay, text)
+
+    return retry_call(
+        lambda: refresh_realm(db, settings, realm_id, force=True, reason="qbsync token refresh", service="cli"),
+        base_s=settings.retry_base_seconds, retry_on=(Retriable, DatabaseUnavailable), on_retry=note)
 
 
 def cmd_token_revoke(args, settings) -> int:  # noqa: ANN001
