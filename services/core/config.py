@@ -210,8 +210,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         revoke_url=_url(env, "QBO_REVOKE_URL", DEFAULT_REVOKE_URL) or "",
         webhook_verifier_token=Secret(verifier) if verifier else None,
         minor_version=_int(env, "QBO_MINOR_VERSION", 75, 75, 999),
-        max_requests_per_minute=_int(env, "QBO_MAX_REQUESTS_PER_MINUTE", 450, 1, 500),
-        max_concurrency=_int(env, "QBO_MAX_CONCURRENCY", 4, 1, 10),
+        max_requests_per_minute=_int(env, "QBO_MAX_REQUESTS_PER_MINUTE", 450, 1, 500),  # Intuit's: 500
+        max_concurrency=_int(env, "QBO_MAX_CONCURRENCY", 4, 1, 10),  # Intuit's: 10
         retry_base_seconds=_float(env, "QBO_RETRY_BASE_SECONDS", 2.0, 0.0, 60.0),
         token_refresh_margin_minutes=_int(env, "TOKEN_REFRESH_MARGIN_MINUTES", 10, 1, 55),
         token_check_interval_seconds=_int(env, "TOKEN_CHECK_INTERVAL_SECONDS", 60, 1, 3600),

@@ -23,11 +23,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from services.emulator.jsontext import dumps, loads, parse_ts
+from services.intuit.limits import DEFAULT_MAX_RESULTS, MAX_RESULTS
 
 __all__ = ["Query", "QueryError", "parse_query", "filter_records", "project", "MAX_RESULTS", "DEFAULT_MAX_RESULTS"]
 
-MAX_RESULTS = 1000
-DEFAULT_MAX_RESULTS = 100
 
 _TOKEN = re.compile(r"""
     \s*(?:

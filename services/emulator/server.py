@@ -38,6 +38,7 @@ from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULAT
 from services.emulator.admin import EmulatorAdmin
 from services.emulator.jsontext import dumps, loads
 from services.emulator.state import CANONICAL, REFRESH_TOKEN_REUSE_SECONDS, EmulatorError, State
+from services.intuit.limits import REQUESTS_PER_MINUTE
 
 __all__ = ["EmulatorServer", "FAULT_401_BODY", "FAULT_429_BODY", "DISCOVERY_PATHS", "discovery_document"]
 
@@ -402,7 +403,7 @@ class EmulatorServer:
     """The emulator on `host:port` (0 = a free port), served by background daemon threads."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, grace_seconds: float = 86400,
-                 rate_limit_per_minute: int = 500, latency_ms: int = 0, seed: int = 1,
+                 rate_limit_per_minute: int = REQUESTS_PER_MINUTE, latency_ms: int = 0, seed: int = 1,
                  client_id: str = EMULATOR_CLIENT_ID, client_secret: str = EMULATOR_CLIENT_SECRET,
                  verifier_token: str = EMULATOR_VERIFIER_TOKEN,
                  refresh_token_reuse_seconds: float = REFRESH_TOKEN_REUSE_SECONDS) -> None:

@@ -36,6 +36,7 @@ from services.emulator.data import CompanyGenerator, generate_company, void_invo
 from services.emulator.jsontext import dumps, fmt_time_ms, fmt_ts, loads, money, parse_ts
 from services.emulator.query import Query, QueryError, filter_records, parse_query, project
 from services.emulator.webhooks import WebhookDispatcher
+from services.intuit.limits import CDC_LOOKBACK, CDC_MAX_OBJECTS, CONCURRENT_REQUESTS, REQUESTS_PER_MINUTE
 
 __all__ = ["State", "EmulatorError", "Record", "EntityStore", "ENTITIES", "NAME_LIST", "TRANSACTIONS",
            "ACCESS_TOKEN_SECONDS", "REFRESH_TOKEN_SECONDS", "HARD_EXPIRY_SECONDS", "COUNT_KEYS",
@@ -48,10 +49,9 @@ CANONICAL = {e.lower(): e for e in ENTITIES + ("CompanyInfo",)}
 ACCESS_TOKEN_SECONDS = 3600
 REFRESH_TOKEN_SECONDS = 8726400
 HARD_EXPIRY_SECONDS = 5 * 365 * 86400  # 157,680,000 s, as Intuit's sample implementation
-CDC_WINDOW_SECONDS = 30 * 86400
-CDC_MAX_OBJECTS = 1000
+CDC_WINDOW_SECONDS = CDC_LOOKBACK.total_seconds()
 AUTH_CODE_SECONDS = 600
-MAX_CONCURRENT = 10
+MAX_CONCURRENT = CONCURRENT_REQUESTS
 COUNT_KEYS = ("query", "cdc", "read", "companyinfo", "token:refresh_token", "token:authorization_code",
               "revoke", "authorize", "throttled", "no_minorversion")
 CONFIG_KEYS = ("grace_seconds", "rate_limit_per_minute", "latency_ms", "fail_rate_429", "fail_rate_503",
@@ -182,7 +182,7 @@ class AuthCode:
 class State:
     """The emulator's whole world (see module docstring)."""
 
-    def __init__(self, *, grace_seconds: float = 86400, rate_limit_per_minute: int = 500, latency_ms: int = 0,
+    def __init__(self, *, grace_seconds: float = 86400, rate_limit_per_minute: int = REQUESTS_PER_MINUTE, latency_ms: int = 0,
                  seed: int = 1, client_id: str = EMULATOR_CLIENT_ID, client_secret: str = EMULATOR_CLIENT_SECRET,
                  verifier_token: str = EMULATOR_VERIFIER_TOKEN,
                  refresh_token_reuse_seconds: float = REFRESH_TOKEN_REUSE_SECONDS) -> None:

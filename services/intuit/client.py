@@ -53,6 +53,7 @@ from services.core.logs import redact, register_secret
 from services.core.qbotime import parse_qbo_time
 from services.core.retry import MAX_ATTEMPTS, retry_call
 from services.intuit.faults import check_body_for_fault, header, parse_fault
+from services.intuit.limits import MAX_RESULTS
 
 __all__ = [
     "QBOClient", "QueryPage", "RawPage", "CDCResult", "TokenProvider", "parse_qbo_time", "PAGE_SIZE",
@@ -60,7 +61,7 @@ __all__ = [
 
 log = logging.getLogger("qbsync.qbo")
 
-PAGE_SIZE = 1000  # Intuit's maximum MAXRESULTS
+PAGE_SIZE = MAX_RESULTS  # every listing asks for full pages
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 _ORDER = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?(\s*,\s*[A-Za-z][A-Za-z0-9_.]*(\s+(ASC|DESC))?)*$",

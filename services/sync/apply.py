@@ -32,6 +32,7 @@ from typing import Any
 from db.errorlog import record_error
 from db.upserts import apply_objects, is_delete_marker, mark_deleted, mark_merged, upsert_company
 from services.core.errors import DatabaseUnavailable, NeedsReauth, NotFound, QBSyncError
+from services.intuit.limits import CDC_MAX_OBJECTS
 from services.model.entities import ENTITIES
 from services.tokens.vault import client_for
 
@@ -188,7 +189,7 @@ def _fetch(client: Any, events: list[_Event]) -> tuple[dict[tuple[str, str], dic
         since = min(times) - timedelta(seconds=1)
         if datetime.now(timezone.utc) - since < CDC_REACH:
             result = client.cdc(cdc_entities, since)
-            if result.total < 1000:
+            if result.total < CDC_MAX_OBJECTS:
                 for entity, objects in result.objects.items():
                     for obj in objects:
                         key = (entity, str(obj.get("Id")))

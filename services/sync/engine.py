@@ -60,6 +60,7 @@ from db.upserts import (
 from services.core.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError
 from services.core.logs import redact
 from services.intuit.client import RawPage
+from services.intuit.limits import CDC_LOOKBACK, CDC_MAX_OBJECTS, MAX_RESULTS
 from services.model.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
 from services.tokens.vault import client_for
 
@@ -70,11 +71,11 @@ __all__ = [
 
 log = logging.getLogger("qbsync.sync")
 
-CDC_CAP = 1000                       # objects per CDC response; reaching it means "maybe truncated"
-CDC_WINDOW = timedelta(days=30)      # how far back CDC reaches
+CDC_CAP = CDC_MAX_OBJECTS            # objects per CDC response; reaching it means "maybe truncated"
+CDC_WINDOW = CDC_LOOKBACK            # how far back CDC reaches
 CDC_MARGIN = timedelta(days=1)       # cursors older than WINDOW - MARGIN are not trusted to CDC
 COMPANY_REFRESH = timedelta(days=1)  # CompanyInfo is re-read this often
-PAGE_SIZE = 1000                     # MAXRESULTS (Intuit's maximum)
+PAGE_SIZE = MAX_RESULTS              # MAXRESULTS (Intuit's maximum)
 WRITERS = 2                          # concurrent page transactions of one listing (PostgreSQL uses 2 cores)
 STRIDE = 990                         # concurrent pages start every STRIDE rows (10 rows overlap)
 _LOCK_NS = 0x5153_0003               # advisory lock namespace: "qbsync sync"
