@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from services.core.durations import span
 from services.core.logs import redact
 
 __all__ = [
@@ -144,15 +145,6 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def _span(delta: timedelta) -> str:
-    seconds = int(abs(delta.total_seconds()))
-    if seconds >= 86400:
-        return f"{seconds // 86400}d"
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datetime | None = None, *,
            sync_interval_minutes: int = 60, token_margin_minutes: int = 10,
            token_check_interval_seconds: int = 60) -> tuple[int, list[str]]:
@@ -192,14 +184,14 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
         if access is None or access - now < margin:
             if refreshed is None or now - refreshed >= recent_refresh:
                 left = "no access token" if access is None else (
-                    f"access token expired {_span(now - access)} ago" if access <= now
-                    else f"access token expires in {_span(access - now)}")
+                    f"access token expired {span(now - access)} ago" if access <= now
+                    else f"access token expires in {span(access - now)}")
                 warning.append(f"{label}: {left} and was not refreshed: check the tokenup process")
         for key, what in (("refresh_expires_at", "refresh token idle expiry"),
                           ("hard_expires_at", "refresh token hard expiry")):
             when = _parse(token[key])
             if when is not None and when - now <= expiry_horizon:
-                verb = "passed" if when <= now else f"in {_span(when - now)}"
+                verb = "passed" if when <= now else f"in {span(when - now)}"
                 warning.append(f"{label}: {what} {verb}: run qbsync connect --realm-id {rid}")
         for ent in realm["entities"]:
             name = ent["entity"]
@@ -211,7 +203,7 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
             if last is None:
                 warning.append(f"{label}: {name} never synced")
             elif now - last > stale_after:
-                warning.append(f"{label}: {name} last synced {_span(now - last)} ago (stale)")
+                warning.append(f"{label}: {name} last synced {span(now - last)} ago (stale)")
     for proc in processes:
         state = str(proc.get("state", "")).upper()
         if state == "FATAL":

@@ -358,3 +358,25 @@ async def test_messages_and_timers_arriving_after_quit_are_harmless(db, database
     app.on_poll_result(PollResult(None, None, {}, "late poll"))
     app.on_action_done(ActionDone("token:x", "late action"))
     app._tick()
+
+
+@sync_test
+async def test_a_tick_while_textual_tears_the_screen_down_is_harmless_but_a_real_miss_still_raises(  # noqa: ANN001
+        db, database_url, seeded, tmp_path) -> None:
+    """Textual's own teardown (the end of a Pilot run, SIGTERM) prunes the main screen's widgets
+    before it stops the 1 s tick, without `exit()` being called: CI once saw `_tick` raise
+    NoMatches('#realms') there. Reproduced deterministically by pruning the widgets the way
+    teardown does; a widget missing while the main screen is intact is a bug and still raises."""
+    from textual.css.query import NoMatches
+
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock",
+                       poll_interval_s=600)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        await app.query_one("#log").remove()  # one widget gone, the screen intact: a real bug
+        with pytest.raises(NoMatches):
+            app.on_log_lines(LogLines(LOG_SOURCES[0], ["line"]))
+        await app.query_one("#realms").remove()  # teardown order: the screen's widgets go first
+        app._tick()
+        app.on_poll_result(PollResult(None, None, {}, "late poll"))
+        app.on_log_lines(LogLines(LOG_SOURCES[0], ["late line"]))

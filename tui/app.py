@@ -35,9 +35,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
 from db.readmodel import ENTITY_ORDER, health, status_snapshot, sync_request_states
+from services.core.durations import span
 from services.core.errors import QBSyncError
 from services.core.logs import redact
-from services.ops.status import span
 from tui.logtail import LogTail
 
 __all__ = ["QBSyncApp", "cmd_tui", "LOG_SOURCES", "ErrorDetailScreen"]
@@ -184,8 +184,17 @@ class ErrorDetailScreen(ModalScreen[None]):
 # ---------------------------------------------------------------- the app
 
 def _shutting_down(app: App) -> bool:
-    """True once the console is quitting (`q`, SIGTERM, the end of a Pilot run): its screens go."""
-    return bool(getattr(app, "_quit_requested", False) or app._closing or app._closed or not app.screen_stack)
+    """True once the console is being taken down (`q`, SIGTERM, the end of a Pilot run).
+
+    The main screen's widgets are composed once and never removed while the console runs, so
+    its realms table being gone (or the screen itself) means teardown has begun: textual prunes
+    the widgets before it stops timers and message queues."""
+    if getattr(app, "_quit_requested", False):
+        return True
+    try:
+        return not app.default_screen.query("#realms")
+    except (ScreenStackError, IndexError, KeyError):
+        return True
 
 
 def _harmless_after_shutdown(handler: Callable[..., None]) -> Callable[..., None]:

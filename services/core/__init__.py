@@ -5,6 +5,7 @@ tree, logging with secret redaction, configuration, QBO time parsing, backoff, t
     logs      setup_logging, register_secret/redact, the PM2-style formatter
     config    Settings, load_settings (environment + .env)
     qbotime   parse_qbo_time: Intuit's timestamps as aware datetimes
+    durations span/relative: the operator's shorthand for a duration (45s, 12m, 3h02m, 9d)
     retry     backoff_delay, parse_retry_after: the one backoff rule
     worker    run_worker, Stop: PM2 semantics under supervisord
 """

@@ -15,41 +15,12 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from db.readmodel import health, status_snapshot
+from services.core.durations import relative, span
 from services.core.errors import DatabaseUnavailable
 from services.core.logs import redact
 from services.ops.supervisor_rpc import process_states
 
-__all__ = ["cmd_status", "collect_status", "render_text", "relative", "span"]
-
-
-def span(seconds: float) -> str:
-    """A duration in the operator's shorthand, sign ignored: 45s, 12m, 3h02m, 9d, 4y."""
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s < 2 * 365 * 86400:
-        return f"{s // 86400}d"
-    return f"{s // (365 * 86400)}y"
-
-
-def relative(value: str | None, now: datetime) -> str:
-    """'5m ago' / 'in 3h02m' / 'never' for an ISO time relative to `now`."""
-    if not value:
-        return "never"
-    seconds = (datetime.fromisoformat(value) - now).total_seconds()
-    return f"in {span(seconds)}" if int(seconds) > 0 else f"{span(seconds)} ago"
-
-
-def _duration(seconds: int) -> str:
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
-    return f"{seconds // 86400}d{(seconds % 86400) // 3600:02d}h"
+__all__ = ["cmd_status", "collect_status", "render_text"]
 
 
 def collect_status(settings, now: datetime | None = None) -> tuple[dict[str, Any], int, list[str]]:  # noqa: ANN001
@@ -116,7 +87,7 @@ def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
     if not status["processes"]:
         print("  supervisord not reachable", file=out)
     for proc in status["processes"]:
-        up = f"up {_duration(proc['uptime_s'])}" if proc["state"] == "RUNNING" else ""
+        up = f"up {span(proc['uptime_s'])}" if proc["state"] == "RUNNING" else ""
         print(f"  {proc['name']:<10} {proc['state']:<9} {up}".rstrip(), file=out)
     print("\nrecent errors:", file=out)
     if not status["recent_errors"]:
