@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "QBSyncError", "ConfigError", "InvalidClient", "DatabaseUnavailable", "QBOError",
+    "describe", "QBSyncError", "ConfigError", "InvalidClient", "DatabaseUnavailable", "QBOError",
     "NeedsReauth", "AuthenticationFailed", "NotFound", "Retriable", "Throttled",
     "ServerError", "TransportError", "FatalQBOError",
 ]
@@ -50,6 +50,21 @@ class QBSyncError(Exception):
         from services.core.logs import redact
 
         return redact(f"{self} -> {self.action}".replace("\n", " "))
+
+
+def describe(exc: BaseException, *, name: bool = True, limit: int | None = None) -> str:
+    """Any exception as one redacted line, the one way qbsync turns an exception into text:
+    a QBSyncError's `one_line()` (message and what to do); anything else its first line,
+    after its class name (`name`), or the class name alone when it has no text; cut at `limit`."""
+    from services.core.logs import redact
+
+    if isinstance(exc, QBSyncError):
+        text = exc.one_line()
+    else:
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        kind = type(exc).__name__
+        text = redact(f"{kind}: {first}" if name and first else first or kind)
+    return text if limit is None else text[:limit]
 
 
 class ConfigError(QBSyncError):

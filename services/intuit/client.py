@@ -48,8 +48,9 @@ from services.core.errors import (
     Retriable,
     ServerError,
     TransportError,
+    describe,
 )
-from services.core.logs import redact, register_secret
+from services.core.logs import register_secret
 from services.core.qbotime import parse_qbo_time
 from services.core.retry import MAX_ATTEMPTS, retry_call
 from services.intuit.faults import check_body_for_fault, header, parse_fault
@@ -384,8 +385,7 @@ class QBOClient:
                                              timeout=self.timeout, allow_redirects=False)
                 body = response.content
             except _TRANSPORT_ERRORS as exc:
-                detail = redact(str(exc).splitlines()[0] if str(exc) else "")[:200]
-                raise TransportError(f"GET {path} failed: {type(exc).__name__}: {detail}",
+                raise TransportError(f"GET {path} failed: {describe(exc, limit=250)}",
                                      realm_id=self.realm_id) from None
         status = response.status_code
         if status >= 300:

@@ -9,7 +9,7 @@ import psycopg
 from db.connection import connect, resolve_database_url
 from db.migrate import upgrade
 from services.core.config import Settings
-from services.core.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable, describe
 
 __all__ = ["cmd_db_upgrade"]
 
@@ -23,8 +23,7 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
         with connect(resolve_database_url(settings)) as conn:
             applied = upgrade(conn)
     except psycopg.OperationalError as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DatabaseUnavailable(f"schema upgrade interrupted, nothing applied: {reason}") from None
+        raise DatabaseUnavailable(f"schema upgrade interrupted, nothing applied: {describe(exc, name=False)}") from None
     if applied:
         print(f"qbsync: schema upgraded: applied {', '.join(applied)}")
     else:

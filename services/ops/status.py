@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from db.readmodel import health, status_snapshot
 from services.core.durations import relative, span
-from services.core.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable, describe
 from services.core.logs import redact
 from services.ops.supervisor_rpc import process_states
 
@@ -35,7 +35,7 @@ def collect_status(settings, now: datetime | None = None) -> tuple[dict[str, Any
         with connect(url) as conn:
             snapshot = status_snapshot(conn, now)
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"PostgreSQL query failed: {str(exc).strip().splitlines()[0]}") from None
+        raise DatabaseUnavailable(f"PostgreSQL query failed: {describe(exc, name=False)}") from None
     processes = process_states(settings.supervisor_socket)
     code, reasons = health(snapshot, processes, now,
                            sync_interval_minutes=settings.sync_interval_minutes,

@@ -31,7 +31,7 @@ from typing import Any
 
 from db.errorlog import record_error
 from db.upserts import apply_objects, is_delete_marker, mark_deleted, mark_merged, upsert_company
-from services.core.errors import DatabaseUnavailable, NeedsReauth, NotFound, QBSyncError
+from services.core.errors import DatabaseUnavailable, NeedsReauth, NotFound, describe
 from services.intuit.limits import CDC_MAX_OBJECTS
 from services.model.entities import ENTITIES
 from services.tokens.vault import client_for
@@ -136,7 +136,7 @@ def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: Inb
         stats.failed += len(known)
         _error(db, realm_id, reason, exc)
     except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff and recorded
-        message = exc.one_line() if isinstance(exc, QBSyncError) else f"{type(exc).__name__}: {exc}"
+        message = describe(exc)
         dead = [e for e in known if e.attempts >= MAX_ATTEMPTS]
         retry = [e for e in known if e.attempts < MAX_ATTEMPTS]
         if dead:

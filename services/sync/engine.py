@@ -57,7 +57,7 @@ from db.upserts import (
     upsert_company,
     upsert_page,
 )
-from services.core.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError
+from services.core.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError, describe
 from services.core.logs import redact
 from services.intuit.client import RawPage
 from services.intuit.limits import CDC_LOOKBACK, CDC_MAX_OBJECTS, MAX_RESULTS
@@ -345,9 +345,9 @@ class RealmSync:
         except QBSyncError as exc:
             self._fail(outcome, exc.one_line(), code=exc.code, tid=exc.intuit_tid)
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"PostgreSQL failed during sync: {str(exc).splitlines()[0]}") from None
+            raise DatabaseUnavailable(f"PostgreSQL failed during sync: {describe(exc, name=False)}") from None
         except (psycopg.Error, ValueError, KeyError, TypeError) as exc:
-            self._fail(outcome, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            self._fail(outcome, describe(exc))
         finally:
             outcome.api_calls += clients.api_calls
             clients.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 import schedule
 
-from services.core.errors import DatabaseUnavailable
+from services.core.errors import DatabaseUnavailable, describe
 from services.core.logs import setup_logging
 from services.core.worker import Stop, run_worker
 from services.sync.apply import process_inbox
@@ -81,7 +81,7 @@ def run_requests(db, settings, stop: Stop | None = None) -> int:  # noqa: ANN001
         except DatabaseUnavailable:
             raise
         except Exception as exc:  # noqa: BLE001 - a bad request must not kill the worker
-            status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+            status, error = "failed", describe(exc, limit=2000)
         with db.transaction() as conn:
             conn.execute("UPDATE quickbooks.sync_requests SET status = %s, finished_at = now(), error = %s"
                          " WHERE id = %s", (status, error, request_id))

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
-from services.core.errors import QBSyncError
+from services.core.errors import QBSyncError, describe
 from services.core.logs import redact
 from services.intuit.oauth import authorization_url, exchange_code
 from services.tokens import vault as tokens
@@ -116,7 +116,7 @@ def complete_authorization(db, settings, params: Mapping[str, str],  # noqa: ANN
             tokens.store_grant(conn, settings, realm_id, grant, requested_at, event="connected",
                                detail="authorized with qbsync connect")
     except Exception as exc:
-        _finish_state(db, state, error=f"{type(exc).__name__}: {exc}")
+        _finish_state(db, state, error=describe(exc))
         raise
     _finish_state(db, state, realm_id=realm_id)
     tokens.update_company_info(db, settings, realm_id, grant.access_token, session=session)

@@ -30,6 +30,7 @@ from services.core.errors import (
     NeedsReauth,
     QBSyncError,
     Retriable,
+    describe,
 )
 from services.core.retry import MAX_ATTEMPTS, backoff_delay, retry_call
 from services.core.worker import Stop, run_worker
@@ -316,8 +317,7 @@ def _refresh_with_retries(db, settings, realm_id: str):  # noqa: ANN001, ANN202
     from services.tokens.vault import refresh_realm
 
     def note(_failures: int, exc: BaseException, delay: float) -> None:
-        text = exc.one_line() if isinstance(exc, QBSyncError) else str(exc)
-        log.warning("realm %s: refresh failed, retrying in %.1f s: %s", realm_id, delay, text)
+        log.warning("realm %s: refresh failed, retrying in %.1f s: %s", realm_id, delay, describe(exc))
 
     return retry_call(
         lambda: refresh_realm(db, settings, realm_id, force=True, reason="qbsync token refresh", service="cli"),

@@ -40,8 +40,8 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 
-from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError
-from services.core.logs import redact, setup_logging
+from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError, describe
+from services.core.logs import setup_logging
 from services.webhook.inbox import MalformedPayload, parse_events, store_events
 
 __all__ = [
@@ -209,11 +209,11 @@ class WebhookApp:
             return self._unavailable(len(events))
         except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
             log.error("the inbox table is missing (%s): run `qbsync db upgrade`; answered 503",
-                      redact(str(exc).splitlines()[0]))
+                      describe(exc, name=False))
             return self._unavailable(len(events))
         except psycopg.OperationalError as exc:
             log.warning("database error, answered 503 (Intuit will retry): %s",
-                        redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                        describe(exc, name=False))
             return self._unavailable(len(events))
         return _json(200, {"stored": stored, "duplicates": len(events) - stored}, events=len(events))
 
@@ -228,7 +228,7 @@ class WebhookApp:
             with self.db.transaction() as conn:
                 ready = conn.execute("SELECT to_regclass('quickbooks.webhook_inbox') IS NOT NULL").fetchone()[0]
         except (DatabaseUnavailable, psycopg.Error) as exc:
-            return _json(503, {"status": "database unavailable", "error": redact(str(exc).splitlines()[0])[:200]})
+            return _json(503, {"status": "database unavailable", "error": describe(exc, name=False, limit=200)})
         if not ready:
             return _json(503, {"status": "schema missing: run qbsync db upgrade"})
         return _json(200, {"status": "ok"})
