@@ -15,20 +15,22 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from services.core.errors import DatabaseUnavailable
+from services.core.config import Settings
+from services.core.errors import DatabaseUnavailable, describe
 
-__all__ = ["Database", "resolve_database_url", "connect", "open_database"]
+__all__ = ["Database", "resolve_database_url", "connect", "open_database", "one", "scalar"]
 
 log = logging.getLogger("qbsync.db")
 CONNECT_TIMEOUT_S = 10
 WAIT_SLICE_S = 0.25  # how often a caller waiting for a connection looks whether connecting failed
 
 
-def resolve_database_url(settings, *, announce: bool = True) -> str:  # noqa: ANN001
+def resolve_database_url(settings: Settings, *, announce: bool = True) -> str:
     """DATABASE_URL, or the embedded server under ./var/pg (started if needed)."""
     if settings.database_url:
         return settings.database_url
@@ -50,12 +52,20 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=autocommit, **_kwargs())
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe(exc, name=False)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def one(conn: psycopg.Connection, query: str, params: Any = None) -> tuple[Any, ...]:
+    """The one row a statement always returns (an aggregate, `RETURNING`, `SELECT now()`)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise LookupError(f"no row from: {query.split()[0]} ...")
+    return row
+
+
+def scalar(conn: psycopg.Connection, query: str, params: Any = None) -> Any:
+    """The first column of the one row a statement always returns."""
+    return one(conn, query, params)[0]
 
 
 class _DriverLogLines(logging.Filter):
@@ -114,7 +124,7 @@ class Database:
                 try:
                     conn = super().connect(*args, **kwargs)  # type: ignore[arg-type]
                 except psycopg.Error as exc:
-                    database._last_connect_error = _first_line(exc)
+                    database._last_connect_error = describe(exc, name=False)
                     database._last_connect_failure = time.monotonic()
                     raise
                 database._last_connect_error = None
@@ -171,15 +181,15 @@ class Database:
         try:
             conn = self._live_connection()
         except PoolTimeout as exc:
-            reason = self._last_connect_error or _first_line(exc)
+            reason = self._last_connect_error or describe(exc, name=False)
             raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {reason}") from None
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {_first_line(exc)}") from None
+            raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {describe(exc, name=False)}") from None
         try:
             with conn:  # commit on success, rollback on error; a pooled connection stays open
                 yield conn
         except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"PostgreSQL connection failed: {_first_line(exc)}") from None
+            raise DatabaseUnavailable(f"PostgreSQL connection failed: {describe(exc, name=False)}") from None
         finally:
             self._pool.putconn(conn)
 
@@ -200,7 +210,7 @@ class Database:
         self._pool.close()
 
 
-def open_database(settings, *, announce: bool = True, max_size: int = 8,  # noqa: ANN001
+def open_database(settings: Settings, *, announce: bool = True, max_size: int = 8,
                   timeout: float = CONNECT_TIMEOUT_S + 5) -> Database:
     """The pool for this process: DATABASE_URL or the embedded default."""
     return Database(resolve_database_url(settings, announce=announce), max_size=max_size,

@@ -6,6 +6,7 @@ import logging
 
 import psycopg
 
+from db.connection import Database
 from services.core.logs import redact
 
 __all__ = ["record_error"]
@@ -23,7 +24,7 @@ def record_error(conn: psycopg.Connection, service: str, message: str, *, realm_
     )
 
 
-def record_error_safely(db, service: str, message: str, **kw: str | None) -> None:  # noqa: ANN001
+def record_error_safely(db: Database, service: str, message: str, **kw: str | None) -> None:
     """Record an error in its own transaction; if the database is down, log it instead."""
     from services.core.errors import DatabaseUnavailable
 

@@ -11,6 +11,8 @@ from importlib import resources
 
 import psycopg
 
+from db.connection import scalar
+
 __all__ = ["upgrade", "available_migrations", "applied_migrations"]
 
 _LOCK_KEY = 0x71B5_0001  # arbitrary, constant: "qbsync migrations"
@@ -27,7 +29,7 @@ def available_migrations() -> list[tuple[str, str]]:
 
 
 def applied_migrations(conn: psycopg.Connection) -> set[str]:
-    exists = conn.execute("SELECT to_regclass('quickbooks.schema_migrations')").fetchone()[0]
+    exists = scalar(conn, "SELECT to_regclass('quickbooks.schema_migrations')")
     if exists is None:
         return set()
     return {row[0] for row in conn.execute("SELECT version FROM quickbooks.schema_migrations")}

@@ -91,8 +91,8 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
         entities = []
         states = by_realm.get(realm_id, {})
         for entity in ENTITY_ORDER:
-            row = states.get(entity)
-            if row is None:
+            state = states.get(entity)
+            if state is None:
                 entities.append({
                     "entity": entity, "last_success_at": None, "last_run_status": None, "rows": 0,
                     "last_error": None, "next_run_at": None, "last_run_started_at": None,
@@ -100,7 +100,7 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
                 })
                 continue
             (_r, _e, last_success, run_status, row_count, ent_error, next_run,
-             started, finished, _run_row_status) = row
+             started, finished, _run_row_status) = state
             duration = None
             if started is not None and finished is not None:
                 duration = round((finished - started).total_seconds(), 3)

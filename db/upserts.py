@@ -36,7 +36,7 @@ from services.model.entities import EntitySpec, meta_updated, parse_time
 
 __all__ = [
     "UpsertResult", "PreparedBatch", "prepare_batch", "dump_raw", "apply_objects", "upsert_objects", "upsert_page",
-    "upsert_company",
+    "upsert_company", "ensure_company",
     "mark_deleted", "mark_merged", "reconcile_missing", "is_delete_marker", "newest_per_id",
 ]
 
@@ -283,6 +283,7 @@ def _write_staged(cur: psycopg.Cursor, spec: EntitySpec, st: _Statements, realm_
     result.skipped = staged - len(written)
     result.written_ids = written
     if spec.line is not None and written:
+        assert st.line_delete and st.line_insert_all and st.line_insert_some  # built for every spec with lines
         cur.execute(st.line_delete, (realm_id, written))
         if len(written) == staged:
             cur.execute(st.line_insert_all, (realm_id,))
@@ -310,7 +311,9 @@ def upsert_page(conn: psycopg.Connection, spec: EntitySpec, realm_id: str, body:
     st = _statements(spec)
     with conn.cursor() as cur:
         cur.execute(st.page_upsert, {"page": Jsonb(body, dumps=_as_is), "key": key, "realm": realm_id})
-        every, written, updated = cur.fetchone()
+        row = cur.fetchone()
+        assert row is not None  # an aggregate over the page: always one row
+        every, written, updated = row
         every, written = every or [], written or []
         if updated and st.page_lines is not None:
             for statement in st.page_lines:
@@ -319,6 +322,15 @@ def upsert_page(conn: psycopg.Connection, spec: EntitySpec, realm_id: str, body:
     received = len(every) - len(repeated)
     return UpsertResult(received=received, written=len(written), skipped=max(0, received - len(written)),
                         written_ids=written, present_ids=every)
+
+
+def ensure_company(conn: psycopg.Connection, realm_id: str, name: str | None, environment: str) -> None:
+    """The companies row a realm's tokens hang from, before any CompanyInfo is known: created with
+    `environment`, its name set when given (a CompanyInfo written later wins over it)."""
+    conn.execute(
+        "INSERT INTO quickbooks.companies (id, name, environment) VALUES (%s, %s, %s)"
+        " ON CONFLICT (id) DO UPDATE SET name = coalesce(EXCLUDED.name, companies.name), updated_at = now()",
+        (realm_id, name, environment))
 
 
 def upsert_company(conn: psycopg.Connection, realm_id: str, obj: dict,

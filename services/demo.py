@@ -22,15 +22,18 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+from db.connection import Database, scalar
 from services.core.config import Settings, load_settings
 from services.core.errors import ConfigError
 from services.core.logs import setup_logging
+from services.emulator.admin import EmulatorAdmin
 
 __all__ = ["cmd_demo", "DEMO_COMPANY"]
 
 DEMO_COMPANY = "Demo Bakery & Café"
-DEMO_SIZES = {"customers": 300, "items": 40, "invoices": 1200, "estimates": 150}
+DEMO_SIZES: dict[str, Any] = {"customers": 300, "items": 40, "invoices": 1200, "estimates": 150}
 CHANGE_EVERY_S = 4.0
 
 
@@ -71,7 +74,7 @@ def _stop_pid(proc: subprocess.Popen, timeout_s: float = 40) -> None:
 class ChangeMaker(threading.Thread):
     """Edits the emulator's company every few seconds, the way a bookkeeper would."""
 
-    def __init__(self, admin, realm_id: str, every_s: float = CHANGE_EVERY_S) -> None:  # noqa: ANN001
+    def __init__(self, admin: EmulatorAdmin, realm_id: str, every_s: float = CHANGE_EVERY_S) -> None:
         super().__init__(name="demo-changes", daemon=True)
         self.admin, self.realm_id, self.every_s = admin, realm_id, every_s
         self.stop_event = threading.Event()
@@ -126,17 +129,17 @@ def _demo_env(settings: Settings, database_url: str, emulator_url: str, webhook_
     return env
 
 
-def _data_flowed(db, admin, realm_id: str) -> tuple[bool, str]:  # noqa: ANN001
+def _data_flowed(db: Database, admin: EmulatorAdmin, realm_id: str) -> tuple[bool, str]:
     """True when Postgres holds exactly the emulator's customers and live invoices, and webhooks were applied."""
     want_customers = len(admin.entities(realm_id, "Customer"))
     want_invoices = len(admin.entities(realm_id, "Invoice"))
     with db.transaction() as conn:
-        customers = conn.execute("SELECT count(*) FROM quickbooks.customers WHERE realm_id = %s"
-                                 " AND deleted_at IS NULL", (realm_id,)).fetchone()[0]
-        invoices = conn.execute("SELECT count(*) FROM quickbooks.invoices WHERE realm_id = %s"
-                                " AND deleted_at IS NULL", (realm_id,)).fetchone()[0]
-        applied = conn.execute("SELECT count(*) FROM quickbooks.webhook_inbox WHERE realm_id = %s"
-                               " AND status = 'processed'", (realm_id,)).fetchone()[0]
+        customers = scalar(conn, "SELECT count(*) FROM quickbooks.customers WHERE realm_id = %s"
+                           " AND deleted_at IS NULL", (realm_id,))
+        invoices = scalar(conn, "SELECT count(*) FROM quickbooks.invoices WHERE realm_id = %s"
+                          " AND deleted_at IS NULL", (realm_id,))
+        applied = scalar(conn, "SELECT count(*) FROM quickbooks.webhook_inbox WHERE realm_id = %s"
+                         " AND status = 'processed'", (realm_id,))
     ok = customers == want_customers and invoices == want_invoices and applied > 0
     return ok, (f"customers {customers}/{want_customers}, invoices {invoices}/{want_invoices},"
                 f" webhook events applied {applied}")

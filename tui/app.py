@@ -20,7 +20,7 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -321,7 +321,8 @@ class QBSyncApp(App[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
     def _poll_worker(self, request_ids: list[int]) -> None:
-        snapshot, requests, error = None, {}, None
+        snapshot, error = None, None
+        requests: dict[int, Any] = {}
         try:
             snapshot, requests = self._read_database(request_ids)
         except Exception as exc:  # noqa: BLE001 - any failure is shown as the banner, then retried
@@ -723,13 +724,11 @@ class QBSyncApp(App[None]):
             self._tail.close()
 
 
-def _minutes(n: int):  # noqa: ANN202
-    from datetime import timedelta
-
+def _minutes(n: int) -> timedelta:
     return timedelta(minutes=n)
 
 
-def cmd_tui(args: argparse.Namespace, settings: Any) -> int:  # noqa: ARG001
+def cmd_tui(args: argparse.Namespace, settings: Any) -> int:
     """Run the console until `q`. Logs go to logs/tui.log (the screen is the console's)."""
     from db.connection import open_database
     from services.core.logs import PM2Formatter

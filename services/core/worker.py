@@ -74,7 +74,7 @@ def run_worker(name: str, restart_delay_s: float, body: Callable[[Stop], None],
     except ConfigError as exc:
         log.error("configuration error: %s", exc.one_line())
         return EXIT_CONFIG
-    except Exception as exc:  # noqa: BLE001 - the last line of defence of a supervised worker
+    except Exception as exc:  # the last line of defence of a supervised worker
         log.error("%s failed: %s", name, _one_line(exc))
         log.debug("%s failure traceback", name, exc_info=True)  # LOG_LEVEL=DEBUG shows where
         if stop.requested:

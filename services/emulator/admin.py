@@ -85,7 +85,7 @@ class EmulatorAdmin:
         """Zero every counter."""
         self._call("reset_counts")
 
-    def mutate(self, realm_id: str, entity: str, op: str, id: str | int | None = None,
+    def mutate(self, realm_id: str, entity: str, op: str, id: str | int | None = None,  # noqa: A002 - QBO's Id
                fields: dict[str, Any] | None = None, merge_into: str | int | None = None) -> dict[str, Any]:
         """Apply create/update/delete/void/merge/inactivate; returns the object as served (or the
         delete marker); the change goes to CDC and, when configured, out as a webhook."""

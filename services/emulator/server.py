@@ -165,10 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
         if ms > 0:
             time.sleep(ms / 1000.0)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -195,12 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(exc.status, {"error": str(exc)})
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except Exception as exc:  # a bug must not kill the connection thread with a traceback
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the connection thread with a traceback
             self._send_json(500, {"error": redact(f"emulator internal error: {type(exc).__name__}: {exc}")})
 
     def _host(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"{host}:{port}"
+        return f"{host.decode() if isinstance(host, bytes) else host}:{port}"
 
     def _unsupported(self) -> None:
         """What Intuit answers for a path it has no resource for: 400 with a Fault, code 500."""

@@ -637,7 +637,7 @@ class State:
             return b"[" + b",".join(r.json for r in recs) + b"]"
 
     # ---- mutations ---------------------------------------------------------------------------
-    def mutate(self, realm_id: str, entity: str, op: str, id: str | int | None = None,
+    def mutate(self, realm_id: str, entity: str, op: str, id: str | int | None = None,  # noqa: A002 - QBO's Id
                fields: dict[str, Any] | None = None, merge_into: str | int | None = None) -> bytes:
         """Apply one change (create/update/delete/void/merge/inactivate), log it for CDC, queue a
         webhook when configured; returns the resulting object's JSON (or the delete marker)."""

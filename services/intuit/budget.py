@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+from db.connection import Database, one
 from services.core.errors import DatabaseUnavailable
 
 __all__ = ["RateBudget", "Slot"]
@@ -78,7 +79,7 @@ class Slot:
 class RateBudget:
     """A cross-process request budget for one realm (see the module docstring)."""
 
-    def __init__(self, db, realm_id: str, per_minute: int, concurrency: int, *,  # noqa: ANN001
+    def __init__(self, db: Database, realm_id: str, per_minute: int, concurrency: int, *,
                  window_s: float = 60.0, lease_s: float = 180.0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if per_minute < 1:
@@ -127,9 +128,9 @@ class RateBudget:
         """One locked check: (slot, 0) when granted, else (None, seconds to wait)."""
         with self.db.transaction() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
-            now, blocking_start, in_flight, first_lease_end = conn.execute(_CHECK, {
+            now, blocking_start, in_flight, first_lease_end = one(conn, _CHECK, {
                 "realm": self.realm_id, "window": self.window_s, "offset": self.per_minute - 1,
-            }).fetchone()
+            })
             wait_rate = 0.0
             if blocking_start is not None:
                 wait_rate = max(0.0, (blocking_start - now).total_seconds() + self.window_s)
@@ -140,8 +141,8 @@ class RateBudget:
             if wait_rate > 0 or wait_conc > 0:
                 # A few ms past the edge so the next check finds the start out of the window.
                 return None, max(wait_rate + 0.002 if wait_rate > 0 else 0.0, wait_conc)
-            row_id, started_at = conn.execute(_INSERT, {
-                "realm": self.realm_id, "lease": self.lease_s}).fetchone()
+            row_id, started_at = one(conn, _INSERT, {
+                "realm": self.realm_id, "lease": self.lease_s})
             self._acquired += 1
             if self._acquired % CLEANUP_EVERY == 1:
                 conn.execute(_CLEANUP, {"realm": self.realm_id,

@@ -40,6 +40,8 @@ from urllib.parse import quote
 import orjson
 import requests
 
+from db.connection import Database
+from services.core.config import Settings
 from services.core.errors import (
     AuthenticationFailed,
     FatalQBOError,
@@ -53,6 +55,7 @@ from services.core.errors import (
 from services.core.logs import register_secret
 from services.core.qbotime import parse_qbo_time
 from services.core.retry import MAX_ATTEMPTS, retry_call
+from services.intuit.budget import RateBudget
 from services.intuit.faults import check_body_for_fault, header, parse_fault
 from services.intuit.limits import MAX_RESULTS
 
@@ -163,11 +166,11 @@ def _pick(mapping: dict, name: str) -> Any:
 class QBOClient:
     """A Data API client for one realm (see the module docstring for what every call does)."""
 
-    def __init__(self, db, settings, realm_id: str, *,  # noqa: ANN001
+    def __init__(self, db: Database, settings: Settings, realm_id: str, *,
                  session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  timeout: tuple[float, float] = (5.0, 60.0),
-                 budget=None,  # noqa: ANN001  (a services.intuit.budget.RateBudget)
+                 budget: RateBudget | None = None,
                  token_provider: TokenProvider) -> None:
         if not realm_id:
             raise ValueError("realm_id is required")

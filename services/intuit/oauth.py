@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 import requests
 
+from services.core.config import Settings
 from services.core.errors import (
     FatalQBOError,
     InvalidClient,
@@ -118,7 +119,7 @@ def _post(url: str, *, what: str, realm_id: str | None, session: requests.Sessio
                              realm_id=realm_id) from None
 
 
-def request_tokens(settings, form: Mapping[str, str], *, what: str, realm_id: str | None = None,  # noqa: ANN001
+def request_tokens(settings: Settings, form: Mapping[str, str], *, what: str, realm_id: str | None = None,
                    session: requests.Session | None = None) -> TokenGrant:
     """POST one grant to QBO_TOKEN_URL; return the parsed tokens (registered as secrets) or raise.
 
@@ -156,7 +157,7 @@ def request_tokens(settings, form: Mapping[str, str], *, what: str, realm_id: st
     )
 
 
-def refresh_grant(settings, refresh_token: str, *, realm_id: str | None = None,  # noqa: ANN001
+def refresh_grant(settings: Settings, refresh_token: str, *, realm_id: str | None = None,
                   session: requests.Session | None = None) -> TokenGrant:
     """grant_type=refresh_token with the given (latest) refresh token."""
     register_secret(refresh_token)
@@ -164,7 +165,7 @@ def refresh_grant(settings, refresh_token: str, *, realm_id: str | None = None, 
                           what="refresh token", realm_id=realm_id, session=session)
 
 
-def exchange_code(settings, code: str, *, realm_id: str | None = None,  # noqa: ANN001
+def exchange_code(settings: Settings, code: str, *, realm_id: str | None = None,
                   session: requests.Session | None = None) -> TokenGrant:
     """grant_type=authorization_code with the same redirect_uri as the authorization request."""
     register_secret(code)
@@ -173,7 +174,7 @@ def exchange_code(settings, code: str, *, realm_id: str | None = None,  # noqa: 
                           what="authorization code", realm_id=realm_id, session=session)
 
 
-def revoke_token(settings, token: str, *, realm_id: str | None = None,  # noqa: ANN001
+def revoke_token(settings: Settings, token: str, *, realm_id: str | None = None,
                  session: requests.Session | None = None) -> None:
     """Revoke a refresh (or access) token at QBO_REVOKE_URL. An already-dead token counts as revoked."""
     register_secret(token)
@@ -189,7 +190,7 @@ def revoke_token(settings, token: str, *, realm_id: str | None = None,  # noqa: 
     raise exc
 
 
-def authorization_url(settings, state: str) -> str:  # noqa: ANN001
+def authorization_url(settings: Settings, state: str) -> str:
     """Intuit's consent URL for the accounting scope with our redirect URI and `state`."""
     client_id, _ = settings.require_client()
     query = urlencode({"client_id": client_id, "response_type": "code", "scope": SCOPE_ACCOUNTING,

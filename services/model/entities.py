@@ -188,6 +188,13 @@ class EntitySpec:
         return f"quickbooks.{self.table}"
 
     @property
+    def live_count_sql(self) -> str:
+        """`SELECT count(*)` of the live rows of realm `%(realm)s` (what sync_state.row_count holds)."""
+        if self.company:
+            return "SELECT count(*) FROM quickbooks.companies WHERE id = %(realm)s"
+        return f"SELECT count(*) FROM {self.qualified_table} WHERE realm_id = %(realm)s AND deleted_at IS NULL"
+
+    @property
     def version_column(self) -> str:
         return "last_updated" if self.company else "qbo_updated_at"
 

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 from db.readmodel import health, status_snapshot
+from services.core.config import Settings
 from services.core.durations import relative, span
 from services.core.errors import DatabaseUnavailable, describe
 from services.core.logs import redact
@@ -23,7 +24,7 @@ from services.ops.supervisor_rpc import process_states
 __all__ = ["cmd_status", "collect_status", "render_text"]
 
 
-def collect_status(settings, now: datetime | None = None) -> tuple[dict[str, Any], int, list[str]]:  # noqa: ANN001
+def collect_status(settings: Settings, now: datetime | None = None) -> tuple[dict[str, Any], int, list[str]]:
     """(status object with "processes", exit code, reasons). Raises DatabaseUnavailable."""
     import psycopg
 
@@ -98,7 +99,7 @@ def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
               file=out)
 
 
-def cmd_status(args: argparse.Namespace, settings) -> int:  # noqa: ANN001
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     """Print the status (table, or one JSON object with --json) and return the health code."""
     now = datetime.now(timezone.utc)
     try:

@@ -56,7 +56,7 @@ class UnixSocketTransport(xmlrpc.client.Transport):
         self._socket_path = str(socket_path)
         self._timeout = timeout
 
-    def make_connection(self, host: Any) -> http.client.HTTPConnection:  # noqa: ARG002
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
         return _UnixHTTPConnection(self._socket_path, self._timeout)
 
 
@@ -78,7 +78,7 @@ def process_states(socket_path: str | Path, *, timeout: float = STATE_TIMEOUT_S)
         infos = _proxy(socket_path, timeout).supervisor.getAllProcessInfo()
     except (OSError, xmlrpc.client.Error, http.client.HTTPException):
         return []
-    out = []
+    out: list[dict[str, Any]] = []
     for info in infos:
         state = str(info.get("statename", "UNKNOWN"))
         uptime = 0

@@ -29,8 +29,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
+
+from db.connection import Database
 from db.errorlog import record_error
 from db.upserts import apply_objects, is_delete_marker, mark_deleted, mark_merged, upsert_company
+from services.core.config import Settings
 from services.core.errors import DatabaseUnavailable, NeedsReauth, NotFound, describe
 from services.intuit.limits import CDC_MAX_OBJECTS
 from services.model.entities import ENTITIES
@@ -74,7 +78,7 @@ class _Event:
     attempts: int
 
 
-def _claim(db, limit: int) -> list[_Event]:  # noqa: ANN001
+def _claim(db: Database, limit: int) -> list[_Event]:
     with db.transaction() as conn:
         rows = conn.execute(
             "UPDATE quickbooks.webhook_inbox SET attempts = attempts + 1, next_attempt_at = now() + %s"
@@ -85,7 +89,7 @@ def _claim(db, limit: int) -> list[_Event]:  # noqa: ANN001
     return sorted((_Event(*row) for row in rows), key=lambda e: e.id)
 
 
-def process_inbox(db, settings, *, client_factory: Callable[[str], Any] | None = None,  # noqa: ANN001
+def process_inbox(db: Database, settings: Settings, *, client_factory: Callable[[str], Any] | None = None,
                   limit: int = CLAIM_LIMIT) -> InboxStats:
     """Apply every due pending event (see module docstring); DatabaseUnavailable propagates."""
     stats = InboxStats()
@@ -102,13 +106,13 @@ def process_inbox(db, settings, *, client_factory: Callable[[str], Any] | None =
     return stats
 
 
-def _client(db, settings, realm_id: str, factory: Callable[[str], Any] | None) -> Any:  # noqa: ANN001
+def _client(db: Database, settings: Settings, realm_id: str, factory: Callable[[str], Any] | None) -> Any:
     if factory is not None:
         return factory(realm_id)
     return client_for(db, settings, realm_id)
 
 
-def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: InboxStats,  # noqa: ANN001
+def _process_realm(db: Database, settings: Settings, realm_id: str, events: list[_Event], stats: InboxStats,
                    factory: Callable[[str], Any] | None) -> None:
     known = [e for e in events if e.entity in ENTITIES]
     unknown = [e for e in events if e.entity not in ENTITIES]
@@ -160,7 +164,7 @@ def _process_realm(db, settings, realm_id: str, events: list[_Event], stats: Inb
                 close()
 
 
-def _error(db, realm_id: str, message: str, exc: BaseException) -> None:  # noqa: ANN001
+def _error(db: Database, realm_id: str, message: str, exc: BaseException) -> None:
     with db.transaction() as conn:
         record_error(conn, "sync", message, realm_id=realm_id,
                      code=getattr(exc, "code", None), intuit_tid=getattr(exc, "intuit_tid", None))
@@ -206,7 +210,7 @@ def _fetch(client: Any, events: list[_Event]) -> tuple[dict[tuple[str, str], dic
     return fetched, gone
 
 
-def _apply(conn, settings, realm_id: str, events: list[_Event], fetched: dict,  # noqa: ANN001
+def _apply(conn: psycopg.Connection, settings: Settings, realm_id: str, events: list[_Event], fetched: dict,
            gone: set) -> dict[str, list[int]]:
     """Write what was fetched; per entity [rows fetched, upserted, deleted]."""
     stats: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -234,19 +238,20 @@ def _apply(conn, settings, realm_id: str, events: list[_Event], fetched: dict,  
         if entity == "CompanyInfo":
             continue
         marker = fetched.get((entity, ident))
+        deleted_at: Any
         if marker is not None:
-            at = (marker.get("MetaData") or {}).get("LastUpdatedTime")
+            deleted_at = (marker.get("MetaData") or {}).get("LastUpdatedTime")
         else:
             times = [e.occurred_at for e in events if e.entity == entity and e.entity_id == ident and e.occurred_at]
-            at = max(times) if times else datetime.now(timezone.utc)
-        deletions[entity].append((ident, at))
+            deleted_at = max(times) if times else datetime.now(timezone.utc)
+        deletions[entity].append((ident, deleted_at))
     for entity, pairs in deletions.items():
         stats[entity][0] += len(pairs)
         stats[entity][2] += mark_deleted(conn, ENTITIES[entity], realm_id, pairs)
     return dict(stats)
 
 
-def _record_runs(conn, realm_id: str, stats: dict[str, list[int]], api_calls: int,  # noqa: ANN001
+def _record_runs(conn: psycopg.Connection, realm_id: str, stats: dict[str, list[int]], api_calls: int,
                  status: str = "success", error: str | None = None) -> None:
     """One sync_runs row (kind and trigger 'webhook') per entity touched, and the entity's
     sync_state.row_count recounted when rows changed."""
@@ -259,18 +264,16 @@ def _record_runs(conn, realm_id: str, stats: dict[str, list[int]], api_calls: in
         spec = ENTITIES.get(entity)
         if spec is None or not (upserted or deleted):
             continue
-        count_sql = ("SELECT count(*) FROM quickbooks.companies WHERE id = %(realm)s" if spec.company else
-                     f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %(realm)s AND deleted_at IS NULL")
-        conn.execute(f"UPDATE quickbooks.sync_state SET row_count = ({count_sql}), updated_at = now()"
+        conn.execute(f"UPDATE quickbooks.sync_state SET row_count = ({spec.live_count_sql}), updated_at = now()"
                      " WHERE realm_id = %(realm)s AND entity = %(entity)s", {"realm": realm_id, "entity": entity})
 
 
-def _mark(conn, events: list[_Event], status: str, error: str | None) -> None:  # noqa: ANN001
+def _mark(conn: psycopg.Connection, events: list[_Event], status: str, error: str | None) -> None:
     conn.execute(
         "UPDATE quickbooks.webhook_inbox SET status = %s, processed_at = now(), last_error = %s"
         " WHERE id = ANY(%s)", (status, error, [e.id for e in events]))
 
 
-def _finish(db, events: list[_Event], status: str, error: str | None) -> None:  # noqa: ANN001
+def _finish(db: Database, events: list[_Event], status: str, error: str | None) -> None:
     with db.transaction() as conn:
         _mark(conn, events, status, error)

@@ -43,10 +43,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import psycopg
 
+from db.connection import Database, one, scalar
 from db.errorlog import record_error
 from db.upserts import (
     UpsertResult,
@@ -57,6 +59,7 @@ from db.upserts import (
     upsert_company,
     upsert_page,
 )
+from services.core.config import Settings
 from services.core.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError, describe
 from services.core.logs import redact
 from services.intuit.client import RawPage
@@ -149,7 +152,7 @@ def _qbo_literal(ts: datetime) -> str:
 class RealmSync:
     """Sync one realm: `run(entities, full)` → one EntityOutcome per entity."""
 
-    def __init__(self, db, settings, realm_id: str, *, trigger: str = "schedule",  # noqa: ANN001
+    def __init__(self, db: Database, settings: Settings, realm_id: str, *, trigger: str = "schedule",
                  client_factory: Callable[[], Any] | None = None,
                  stop: Any = None) -> None:
         self.db = db
@@ -182,7 +185,7 @@ class RealmSync:
         except NeedsReauth as exc:
             return self._skip_all(specs, exc)
         states = self._states()
-        jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], None]]] = []
+        jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], object]]] = []
         cdc_specs: list[EntitySpec] = []
         for spec in specs:
             state = states.get(spec.name, {})
@@ -193,7 +196,7 @@ class RealmSync:
                     jobs.append((self._begin(spec, "full"), lambda o: self._company(o)))
                 continue
             if full or state.get("cursor") is None:
-                jobs.append((self._begin(spec, "full"), lambda o, s=spec: self._full(s, o, reconcile=full)))
+                jobs.append((self._begin(spec, "full"), partial(self._full, spec, reconcile=full)))
             else:
                 cdc_specs.append(spec)
         self._open_pools()
@@ -211,9 +214,10 @@ class RealmSync:
 
     def _close_pools(self) -> None:
         for pool in (self._fetch_pool, self._write_pool):
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
-    def _execute_all(self, jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], None]]]) -> list[EntityOutcome]:
+    def _execute_all(self, jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], object]]]) -> list[EntityOutcome]:
         """Run the jobs side by side (one thread each); outcomes in job order. A database
         outage in any of them is raised once all have stopped."""
         if len(jobs) <= 1:
@@ -253,10 +257,10 @@ class RealmSync:
 
     def _start_run(self, outcome: EntityOutcome) -> int:
         with self.db.transaction() as conn:
-            run_id = conn.execute(
-                "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, trigger, status)"
+            run_id = scalar(
+                conn, "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, trigger, status)"
                 " VALUES (%s, %s, %s, %s, 'running') RETURNING id",
-                (outcome.realm_id, outcome.entity, outcome.kind, outcome.trigger)).fetchone()[0]
+                (outcome.realm_id, outcome.entity, outcome.kind, outcome.trigger))
         return int(run_id)
 
     def _finish_run(self, outcome: EntityOutcome) -> None:
@@ -271,11 +275,7 @@ class RealmSync:
                 " WHERE id = %s",
                 (outcome.status, outcome.kind, outcome.rows_fetched, outcome.rows_upserted,
                  outcome.rows_deleted, outcome.api_calls, outcome.error, outcome.run_id))
-            if spec is None or spec.company:
-                count_sql = "SELECT count(*) FROM quickbooks.companies WHERE id = %(realm)s"
-            else:
-                count_sql = (f"SELECT count(*) FROM {spec.qualified_table}"
-                             " WHERE realm_id = %(realm)s AND deleted_at IS NULL")
+            count_sql = (spec or ENTITIES["CompanyInfo"]).live_count_sql
             # row_count is recounted only when this run changed rows (or the state is new): an
             # hourly run with nothing to do costs no scan of the entity table.
             recount = bool(outcome.rows_upserted or outcome.rows_deleted or outcome.kind == "full")
@@ -323,7 +323,7 @@ class RealmSync:
         outcome.run_id = self._start_run(outcome)
         return outcome
 
-    def _guard(self, spec: EntitySpec, kind: str, body: Callable[[EntityOutcome], None],
+    def _guard(self, spec: EntitySpec, kind: str, body: Callable[[EntityOutcome], object],
                extra_calls: int = 0) -> EntityOutcome:
         """Run `body` as one recorded run; QBO and data errors fail this entity only.
 
@@ -331,7 +331,7 @@ class RealmSync:
         """
         return self._execute(self._begin(spec, kind, extra_calls), body)
 
-    def _execute(self, outcome: EntityOutcome, body: Callable[[EntityOutcome], None]) -> EntityOutcome:
+    def _execute(self, outcome: EntityOutcome, body: Callable[[EntityOutcome], object]) -> EntityOutcome:
         """Run `body` for a begun run, then close the run (see _guard)."""
         clients = _Clients(self._factory)
         self._local.clients = clients
@@ -532,22 +532,21 @@ class RealmSync:
             calls = shared_calls if i == 0 else 0
             cursor = cursors[spec.name]
             if isinstance(error, CDCTooOld):  # by Intuit's clock: catch up as a stale cursor does
-                outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
+                outcomes.append(self._guard(spec, "window", partial(self._window, spec, cursor=cursor), calls))
             elif result is None:
-                body: Callable[[EntityOutcome], None] = lambda o, e=error: _raise(e)
-                outcomes.append(self._guard(spec, "cdc", body, calls))
+                outcomes.append(self._guard(spec, "cdc", partial(_raise, error), calls))
             elif cursor < result.time - (CDC_WINDOW - CDC_MARGIN):
-                outcomes.append(self._guard(spec, "window", lambda o, s=spec, c=cursor: self._window(s, o, c), calls))
+                outcomes.append(self._guard(spec, "window", partial(self._window, spec, cursor=cursor), calls))
             elif result.total >= CDC_CAP and len(specs) == 1:
                 marks = [ob for ob in result.objects.get(spec.name, []) if is_delete_marker(ob)]
                 outcomes.append(self._guard(
-                    spec, "window", lambda o, s=spec, c=cursor, m=marks: self._window(s, o, c, m), calls))
+                    spec, "window", partial(self._window, spec, cursor=cursor, markers=marks), calls))
             elif result.total >= CDC_CAP:
-                outcomes.append(self._guard(spec, "cdc", lambda o, s=spec, c=cursor: self._cdc_alone(s, o, c), calls))
+                outcomes.append(self._guard(spec, "cdc", partial(self._cdc_alone, spec, cursor=cursor), calls))
             else:
                 objs = result.objects.get(spec.name, [])
                 outcomes.append(self._guard(
-                    spec, "cdc", lambda o, s=spec, ob=objs, t=result.time: self._apply_cdc(s, o, ob, t), calls))
+                    spec, "cdc", partial(self._apply_cdc, spec, objects=objs, at=result.time), calls))
         return outcomes
 
     def _apply_cdc(self, spec: EntitySpec, outcome: EntityOutcome, objects: list[dict], at: datetime) -> None:
@@ -600,9 +599,9 @@ class RealmSync:
         clients, where = self._clients, spec.query_where(f"MetaData.LastUpdatedTime < {_qbo_literal(bound)}")
         remote = self._fetchers().submit(lambda: clients.get().count(spec.name, where)).result()
         with self.db.transaction() as conn:
-            local = conn.execute(
-                f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %s AND deleted_at IS NULL"
-                " AND (qbo_updated_at IS NULL OR qbo_updated_at < %s)", (self.realm_id, bound)).fetchone()[0]
+            local = scalar(
+                conn, f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %s AND deleted_at IS NULL"
+                " AND (qbo_updated_at IS NULL OR qbo_updated_at < %s)", (self.realm_id, bound))
         if remote == local:
             with self.db.transaction() as conn:
                 self._lock(conn, spec.name)
@@ -660,11 +659,13 @@ class _Interrupted(Exception):
     """SIGTERM arrived between two pages: stop before the next transaction."""
 
 
-def _raise(exc: BaseException) -> None:
+def _raise(exc: BaseException | None, _outcome: EntityOutcome) -> None:
+    """A run whose work already failed (the shared CDC call): record that failure."""
+    assert exc is not None
     raise exc
 
 
-def sync_realm(db, settings, realm_id: str, *, entities: list[str] | None = None,  # noqa: ANN001
+def sync_realm(db: Database, settings: Settings, realm_id: str, *, entities: list[str] | None = None,
                full: bool = False, trigger: str = "schedule", stop: Any = None,
                client_factory: Callable[[], Any] | None = None) -> list[EntityOutcome]:
     """Sync one realm (see the module docstring); one recorded outcome per entity."""
@@ -677,7 +678,7 @@ def enqueue_sync_request(conn: psycopg.Connection, realm_id: str | None = None, 
     """Queue a sync (all realms when realm_id is None, all entities when entity is None); its id."""
     if entity is not None:
         entity = get_spec(entity).name
-    row = conn.execute(
-        "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
-        " VALUES (%s, %s, %s, %s) RETURNING id", (realm_id, entity, full, requested_by)).fetchone()
+    row = one(
+        conn, "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
+        " VALUES (%s, %s, %s, %s) RETURNING id", (realm_id, entity, full, requested_by))
     return int(row[0])

@@ -23,6 +23,8 @@ from typing import Any
 
 import schedule
 
+from db.connection import Database
+from services.core.config import Settings
 from services.core.errors import DatabaseUnavailable, describe
 from services.core.logs import setup_logging
 from services.core.worker import Stop, run_worker
@@ -37,14 +39,14 @@ POLL_SECONDS = 1.5
 OUTAGE_WAIT_SECONDS = 5.0
 
 
-def _all_realms(db) -> list[str]:  # noqa: ANN001
+def _all_realms(db: Database) -> list[str]:
     """Every realm with tokens (a needs_reauth one is then skipped with a recorded reason)."""
     with db.transaction() as conn:
         return [r[0] for r in conn.execute("SELECT realm_id FROM quickbooks.tokens WHERE status <> 'disconnected'"
                                            " ORDER BY realm_id")]
 
 
-def sync_once(db, settings, *, realm_id: str | None = None, entity: str | None = None,  # noqa: ANN001
+def sync_once(db: Database, settings: Settings, *, realm_id: str | None = None, entity: str | None = None,
               full: bool = False, trigger: str = "cli", stop: Stop | None = None) -> list[EntityOutcome]:
     """One pass over the selected realm(s) (default: all with tokens) and entity (default: all)."""
     realms = [realm_id] if realm_id else _all_realms(db)
@@ -57,7 +59,7 @@ def sync_once(db, settings, *, realm_id: str | None = None, entity: str | None =
     return outcomes
 
 
-def run_requests(db, settings, stop: Stop | None = None) -> int:  # noqa: ANN001
+def run_requests(db: Database, settings: Settings, stop: Stop | None = None) -> int:
     """Run every queued sync request, one at a time; return how many ran."""
     ran = 0
     while stop is None or not stop.requested:
@@ -89,7 +91,7 @@ def run_requests(db, settings, stop: Stop | None = None) -> int:  # noqa: ANN001
     return ran
 
 
-def sync_due_realms(db, settings, stop: Stop | None = None, *, all_realms: bool = False) -> None:  # noqa: ANN001
+def sync_due_realms(db: Database, settings: Settings, stop: Stop | None = None, *, all_realms: bool = False) -> None:
     """Scheduled pass: every realm with tokens (all_realms) or those with an entity due now.
 
     Realms needing re-authorization are included: they get a 'skipped' run with the reason
@@ -107,7 +109,7 @@ def sync_due_realms(db, settings, stop: Stop | None = None, *, all_realms: bool 
         sync_realm(db, settings, realm, trigger="schedule", stop=stop)
 
 
-def _worker_body(db, settings, args: argparse.Namespace) -> Any:  # noqa: ANN001
+def _worker_body(db: Database, settings: Settings, args: argparse.Namespace) -> Any:
     def body(stop: Stop) -> None:
         scheduler = schedule.Scheduler()
         state = {"due": True}
@@ -157,7 +159,7 @@ def _fix_malloc_threshold() -> None:
         pass
 
 
-def cmd_sync(args: argparse.Namespace, settings) -> int:  # noqa: ANN001
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync sync [--once] [--realm-id R] [--entity E] [--full]`."""
     from db.connection import open_database
     from services.model.entities import get_spec

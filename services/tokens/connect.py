@@ -9,6 +9,7 @@ which calls `complete_authorization` in its own process. The tokens go to the va
 
 from __future__ import annotations
 
+import argparse
 import hmac
 import logging
 import queue
@@ -23,6 +24,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
+from db.connection import Database, scalar
+from services.core.config import Settings
 from services.core.errors import QBSyncError, describe
 from services.core.logs import redact
 from services.intuit.oauth import authorization_url, exchange_code
@@ -48,7 +51,7 @@ class AuthorizationDenied(QBSyncError):
     action = "start again with `qbsync connect` and approve access for the company"
 
 
-def create_state(db, *, expected_realm_id: str | None = None, ttl_s: int = STATE_TTL_S) -> str:  # noqa: ANN001
+def create_state(db: Database, *, expected_realm_id: str | None = None, ttl_s: int = STATE_TTL_S) -> str:
     """A fresh random state, stored (single-use, expiring) so any qbsync process can validate it."""
     state = secrets.token_urlsafe(24)
     with db.transaction() as conn:
@@ -60,7 +63,7 @@ def create_state(db, *, expected_realm_id: str | None = None, ttl_s: int = STATE
     return state
 
 
-def _consume_state(db, state: str) -> str | None:  # noqa: ANN001
+def _consume_state(db: Database, state: str) -> str | None:
     """Mark `state` used; return its expected realm (or ""), None if unknown/expired/used."""
     with db.transaction() as conn:
         row = conn.execute(
@@ -70,7 +73,7 @@ def _consume_state(db, state: str) -> str | None:  # noqa: ANN001
     return None if row is None else row[0]
 
 
-def _finish_state(db, state: str, *, realm_id: str | None = None, error: str | None = None) -> None:  # noqa: ANN001
+def _finish_state(db: Database, state: str, *, realm_id: str | None = None, error: str | None = None) -> None:
     with db.transaction() as conn:
         conn.execute(
             "UPDATE quickbooks.oauth_states SET completed_at = CASE WHEN %s::text IS NULL THEN now() END,"
@@ -78,7 +81,7 @@ def _finish_state(db, state: str, *, realm_id: str | None = None, error: str | N
             (error, realm_id, redact(error)[:1000] if error else None, state))
 
 
-def complete_authorization(db, settings, params: Mapping[str, str],  # noqa: ANN001
+def complete_authorization(db: Database, settings: Settings, params: Mapping[str, str],
                            expected_state: str | None = None, *,
                            session: requests.Session | None = None) -> str:
     """Finish the authorization-code flow from the callback's query parameters; return the realm id.
@@ -110,7 +113,7 @@ def complete_authorization(db, settings, params: Mapping[str, str],  # noqa: ANN
                                   " nothing stored", realm_id=expected_realm)
     try:
         with db.transaction() as conn:
-            requested_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+            requested_at = scalar(conn, "SELECT clock_timestamp()")
         grant = exchange_code(settings, code, realm_id=realm_id, session=session)
         with db.transaction() as conn:
             tokens.store_grant(conn, settings, realm_id, grant, requested_at, event="connected",
@@ -136,7 +139,7 @@ def _params_from_url(text: str) -> dict[str, str]:
 class _Callback(BaseHTTPRequestHandler):
     server: _CallbackServer
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path != self.server.expected_path:
             self.send_error(404)
@@ -184,7 +187,7 @@ def _listen_for_callback(redirect_uri: str, timeout_s: float) -> dict[str, str]:
         server.server_close()
 
 
-def _state_outcome(db, state: str) -> tuple[str | None, str | None]:  # noqa: ANN001
+def _state_outcome(db: Database, state: str) -> tuple[str | None, str | None]:
     with db.transaction() as conn:
         row = conn.execute("SELECT realm_id, error, completed_at IS NOT NULL FROM quickbooks.oauth_states"
                            " WHERE state = %s", (state,)).fetchone()
@@ -194,7 +197,7 @@ def _state_outcome(db, state: str) -> tuple[str | None, str | None]:  # noqa: AN
     return (realm_id if completed else None), error
 
 
-def _paste_or_webhook(db, state: str, timeout_s: float) -> dict[str, str] | str:  # noqa: ANN001
+def _paste_or_webhook(db: Database, state: str, timeout_s: float) -> dict[str, str] | str:
     """A pasted redirect URL (its params), or the realm id if the webhook server completed `state`."""
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -228,7 +231,7 @@ def _paste_or_webhook(db, state: str, timeout_s: float) -> dict[str, str] | str:
     raise QBSyncError("timed out waiting for the redirect URL")
 
 
-def cmd_connect(args, settings) -> int:  # noqa: ANN001
+def cmd_connect(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync connect`: authorize a company and store its tokens; exit 0 with the realm connected."""
     from db.connection import open_database
     from services.core.logs import setup_logging

@@ -33,9 +33,9 @@ from typing import Any
 import psycopg
 import requests
 
-from db.connection import Database
+from db.connection import Database, scalar
 from db.errorlog import record_error
-from db.upserts import upsert_company
+from db.upserts import ensure_company, upsert_company
 from services.core.config import Settings
 from services.core.errors import (
     FatalQBOError,
@@ -221,7 +221,7 @@ def _note_failure(conn: psycopg.Connection, realm_id: str, exc: QBSyncError, *, 
                      intuit_tid=exc.intuit_tid)
 
 
-def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: ANN001
+def refresh_realm(db: Database, settings: Settings, realm_id: str, *, force: bool = False,
                   stale_access_token: str | None = None, reason: str = "",
                   session: requests.Session | None = None, service: str = "tokenup") -> RefreshResult:
     """Refresh one realm's tokens through the locked path (module docstring); return what happened.
@@ -238,7 +238,7 @@ def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: 
     failure: QBSyncError | None = None
     with db.transaction() as conn:
         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        started_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        started_at = scalar(conn, "SELECT clock_timestamp()")
         try:
             row = read_token(conn, realm_id, lock=True)
         except psycopg.errors.LockNotAvailable:
@@ -253,7 +253,7 @@ def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: 
                                     margin=margin)
         if not call:
             return _result_from_row(row, refreshed=False, reused=reused, reason=why)
-        requested_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        requested_at = scalar(conn, "SELECT clock_timestamp()")
         try:
             grant = oauth.refresh_grant(settings, row.refresh_token, realm_id=realm_id, session=session)
         except NeedsReauth as exc:
@@ -281,7 +281,7 @@ def refresh_realm(db, settings, realm_id: str, *, force: bool = False,  # noqa: 
     return _result_from_row(new, refreshed=True, reused=False, reason=full_reason)
 
 
-def access_token_for(db, settings, realm_id: str, *, service: str = "sync") -> tuple[str, str]:  # noqa: ANN001
+def access_token_for(db: Database, settings: Settings, realm_id: str, *, service: str = "sync") -> tuple[str, str]:
     """(access token, base URL or "") for Data API calls, refreshing through `refresh_realm` when the
     token is missing, expired or has less than 60 s left. Raises NeedsReauth unless the realm is active."""
     with db.transaction() as conn:
@@ -303,17 +303,10 @@ def access_token_for(db, settings, realm_id: str, *, service: str = "sync") -> t
 # --------------------------------------------------------------------------- storing new tokens
 
 
-def _ensure_company(conn: psycopg.Connection, settings, realm_id: str, name: str | None) -> None:  # noqa: ANN001
-    conn.execute(
-        "INSERT INTO quickbooks.companies (id, name, environment) VALUES (%s, %s, %s)"
-        " ON CONFLICT (id) DO UPDATE SET name = coalesce(EXCLUDED.name, companies.name), updated_at = now()",
-        (realm_id, name, settings.environment))
-
-
-def store_grant(conn: psycopg.Connection, settings, realm_id: str, grant: oauth.TokenGrant,  # noqa: ANN001
+def store_grant(conn: psycopg.Connection, settings: Settings, realm_id: str, grant: oauth.TokenGrant,
                 requested_at: datetime, *, event: str, detail: str = "") -> None:
     """Store tokens from an authorization-code exchange: company row, tokens row (status active), event."""
-    _ensure_company(conn, settings, realm_id, None)
+    ensure_company(conn, realm_id, None, settings.environment)
     conn.execute(
         """INSERT INTO quickbooks.tokens AS t (realm_id, company_id, access_token, refresh_token, token_type,
                scope, expires_at, refresh_token_expires_at, refresh_token_hard_expires_at, is_active, status,
@@ -335,7 +328,7 @@ def store_grant(conn: psycopg.Connection, settings, realm_id: str, grant: oauth.
     record_event(conn, realm_id, event, detail)
 
 
-def add_tokens(db, settings, realm_id: str, refresh_token: str, *, access_token: str | None = None,  # noqa: ANN001
+def add_tokens(db: Database, settings: Settings, realm_id: str, refresh_token: str, *, access_token: str | None = None,
                expires_in: int | None = None, company_name: str | None = None,
                session: requests.Session | None = None) -> str | None:
     """Store tokens obtained elsewhere (Intuit's OAuth Playground) for `token add`; return the company name.
@@ -347,7 +340,7 @@ def add_tokens(db, settings, realm_id: str, refresh_token: str, *, access_token:
     register_secret(refresh_token)
     register_secret(access_token)
     with db.transaction() as conn:
-        _ensure_company(conn, settings, realm_id, company_name)
+        ensure_company(conn, realm_id, company_name, settings.environment)
         conn.execute(
             """INSERT INTO quickbooks.tokens AS t (realm_id, company_id, access_token, refresh_token, scope,
                    expires_at, is_active, status, last_error, last_refreshed_at)
@@ -430,7 +423,7 @@ def update_company_info(db: Database, settings: Settings, realm_id: str, access_
     return True
 
 
-def revoke_realm(db, settings, realm_id: str, *, session: requests.Session | None = None) -> bool:  # noqa: ANN001
+def revoke_realm(db: Database, settings: Settings, realm_id: str, *, session: requests.Session | None = None) -> bool:
     """Revoke the realm's refresh token at Intuit, then mark it `disconnected` (is_active false) and
     forget its tokens, under the row lock. False if it was already disconnected. If Intuit cannot be
     reached the row is left unchanged and the error raised."""

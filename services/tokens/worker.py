@@ -17,12 +17,17 @@ SIGTERM lets the refresh in flight finish (its HTTP call has timeouts) and exits
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from db.connection import Database
+from services.core.config import Settings
 from services.core.errors import (
     DatabaseUnavailable,
     FatalQBOError,
@@ -34,6 +39,9 @@ from services.core.errors import (
 )
 from services.core.retry import MAX_ATTEMPTS, backoff_delay, retry_call
 from services.core.worker import Stop, run_worker
+
+if TYPE_CHECKING:
+    from services.tokens.vault import RefreshResult
 
 __all__ = ["TokenWorker", "PassOutcome", "cmd_tokenup", "cmd_token_add", "cmd_token_refresh",
            "cmd_token_revoke", "INVALID_CLIENT_RETRY_S", "FATAL_RETRY_S"]
@@ -57,7 +65,7 @@ class PassOutcome:
 class TokenWorker:
     """The tokenup loop's state: per-realm backoff and the invalid_client cool-down (monotonic clock)."""
 
-    def __init__(self, db, settings, *, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, db: Database, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
@@ -215,7 +223,7 @@ def _check_realm(realm_id: str | None) -> str | None:
     return None
 
 
-def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
+def cmd_tokenup(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync tokenup [--once]`: the worker (PM2 semantics via run_worker); --once exits 1 if a realm failed."""
     from db.connection import open_database
     from services.core.logs import setup_logging
@@ -246,7 +254,7 @@ def cmd_tokenup(args, settings) -> int:  # noqa: ANN001
     return 1 if code == 0 and failed else code
 
 
-def cmd_token_add(args, settings) -> int:  # noqa: ANN001
+def cmd_token_add(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync token add`: store tokens from Intuit's OAuth Playground for a realm."""
     from db.connection import open_database
     from services.core.logs import register_secret, setup_logging
@@ -275,7 +283,7 @@ def cmd_token_add(args, settings) -> int:  # noqa: ANN001
     return 0
 
 
-def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
+def cmd_token_refresh(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync token refresh [--realm-id R]`: refresh now through the locked path; exit 1 if any realm failed."""
     from db.connection import open_database
     from services.core.logs import setup_logging
@@ -313,7 +321,7 @@ def cmd_token_refresh(args, settings) -> int:  # noqa: ANN001
     return status
 
 
-def _refresh_with_retries(db, settings, realm_id: str):  # noqa: ANN001, ANN202
+def _refresh_with_retries(db: Database, settings: Settings, realm_id: str) -> RefreshResult:
     from services.tokens.vault import refresh_realm
 
     def note(_failures: int, exc: BaseException, delay: float) -> None:
@@ -324,7 +332,7 @@ def _refresh_with_retries(db, settings, realm_id: str):  # noqa: ANN001, ANN202
         base_s=settings.retry_base_seconds, retry_on=(Retriable, DatabaseUnavailable), on_retry=note)
 
 
-def cmd_token_revoke(args, settings) -> int:  # noqa: ANN001
+def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync token revoke --realm-id R`: revoke at Intuit, mark the realm disconnected (is_active false)."""
     from db.connection import open_database
     from services.core.logs import setup_logging

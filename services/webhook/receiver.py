@@ -23,6 +23,7 @@ duration; never the body or the signature.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import hmac
@@ -40,8 +41,11 @@ from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 
+from db.connection import Database, scalar
+from services.core.config import Settings
 from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError, describe
 from services.core.logs import setup_logging
+from services.core.worker import Stop
 from services.webhook.inbox import MalformedPayload, parse_events, store_events
 
 __all__ = [
@@ -109,7 +113,7 @@ class _TooLarge(Exception):
 class WebhookApp:
     """The WSGI callable. Thread-safe: it holds only the pool, the settings and the key."""
 
-    def __init__(self, db, settings) -> None:  # noqa: ANN001
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
         self._key = settings.require_verifier_token().encode("utf-8")
@@ -135,7 +139,7 @@ class WebhookApp:
         path = environ.get("PATH_INFO", "")
         try:
             response = self._dispatch(method, path, environ)
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the receiver down
+        except Exception as exc:  # a bug must not take the receiver down
             log.exception("internal error on %s %s: %s", method, _printable(path), type(exc).__name__)
             response = _json(500, {"error": "internal error"})
         headers = [("Content-Type", response.content_type),
@@ -226,7 +230,7 @@ class WebhookApp:
     def _health(self) -> _Response:
         try:
             with self.db.transaction() as conn:
-                ready = conn.execute("SELECT to_regclass('quickbooks.webhook_inbox') IS NOT NULL").fetchone()[0]
+                ready = scalar(conn, "SELECT to_regclass('quickbooks.webhook_inbox') IS NOT NULL")
         except (DatabaseUnavailable, psycopg.Error) as exc:
             return _json(503, {"status": "database unavailable", "error": describe(exc, name=False, limit=200)})
         if not ready:
@@ -262,7 +266,7 @@ class WebhookApp:
         return text.replace("\n", " ")
 
 
-def make_app(db, settings) -> WebhookApp:  # noqa: ANN001
+def make_app(db: Database, settings: Settings) -> WebhookApp:
     """The receiver's WSGI app. Raises ConfigError when QBO_WEBHOOK_VERIFIER_TOKEN is unset."""
     return WebhookApp(db, settings)
 
@@ -288,17 +292,21 @@ class ReceiverServer:
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._triggers = [d.trigger for d in self._map.values() if isinstance(d, BaseWSGIServer)]
+        self._wakers = self._listeners()
 
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        listeners = self._listeners()
-        return int(listeners[0].effective_port)
+        return int(self._bound()[1])
 
     @property
     def host(self) -> str:
-        return str(self._listeners()[0].effective_host)
+        return str(self._bound()[0])
+
+    def _bound(self) -> tuple[Any, ...]:
+        sock = self._listeners()[0].socket
+        assert sock is not None  # bound by create_server
+        return tuple(sock.getsockname())
 
     def _listeners(self) -> list[BaseWSGIServer]:
         return [d for d in self._map.values() if isinstance(d, BaseWSGIServer)]
@@ -338,16 +346,16 @@ class ReceiverServer:
         """Ask the serve loop to stop and wait for it (background-thread use)."""
         if not self._stop.is_set():
             self._stop.set()
-            for trigger in self._triggers:  # wake the loop now rather than at its next timeout
+            for listener in self._wakers:  # wake the loop now rather than at its next timeout
                 try:
-                    trigger.pull_trigger()
+                    listener.pull_trigger()
                 except OSError:  # the loop already closed it
                     pass
         if self._thread is not None:
             self._thread.join(timeout)
 
 
-def cmd_webhook(args, settings) -> int:  # noqa: ANN001
+def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
     """`qbsync webhook`: serve until SIGTERM (exit 0); a missing verifier token exits 2."""
     from db.connection import open_database
     from services.core.worker import run_worker
@@ -356,7 +364,7 @@ def cmd_webhook(args, settings) -> int:  # noqa: ANN001
     logging.getLogger("waitress").setLevel(logging.WARNING)
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # the embedded default's chatter
 
-    def body(stop) -> None:  # noqa: ANN001
+    def body(stop: Stop) -> None:
         settings.require_verifier_token()
         db = open_database(settings, max_size=SERVER_THREADS, timeout=DB_WAIT_S)
         try:
