@@ -124,15 +124,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     key = _command_key(args)
     try:
-        command = _resolve(key)
         if key in NO_SETTINGS:
-            return int(command(args, None) or 0)
+            return int(_resolve(key)(args, None) or 0)
         from services.core.config import load_settings
 
+        # the configuration first, before the command's modules load: a bad variable is one line
+        # and exit 2 at once (under supervisord, well inside startsecs even on a starved machine)
         settings = load_settings()
         if key in REFRESHES_TOKENS:
             settings.require_client()
-        return int(command(args, settings) or 0)
+        return int(_resolve(key)(args, settings) or 0)
     except ConfigError as exc:
         _fail(key, f"configuration error: {exc.one_line()}")
         return 2
