@@ -34,6 +34,7 @@ from services.core.errors import (
     ServerError,
     Throttled,
     TransportError,
+    describe,
 )
 from services.core.logs import redact, register_secret
 from services.core.retry import parse_retry_after
@@ -115,7 +116,7 @@ def _post(url: str, *, what: str, realm_id: str | None, session: requests.Sessio
     except requests.Timeout:
         raise TransportError(f"timed out on the {what}", realm_id=realm_id) from None
     except requests.RequestException as exc:
-        raise TransportError(f"cannot reach the token endpoint for the {what}: {type(exc).__name__}",
+        raise TransportError(f"cannot reach the token endpoint for the {what}: {describe(exc, limit=300)}",
                              realm_id=realm_id) from None
 
 
