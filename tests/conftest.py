@@ -23,8 +23,8 @@ import pytest
 
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
-from db.connection import Database  # noqa: E402
-from db.migrate import upgrade  # noqa: E402
+from db.connection import Database
+from db.migrate import upgrade
 
 _counter = itertools.count()
 
@@ -96,7 +96,7 @@ def db(database_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def emulator():  # noqa: ANN201
+def emulator():
     from services.emulator.server import EmulatorServer
 
     # strict: a new refresh token on every refresh (Intuit reuses one for ~24 h, the emulator's
@@ -110,7 +110,7 @@ def emulator():  # noqa: ANN201
 
 
 @pytest.fixture
-def qbsync_env(database_url: str, emulator, tmp_path: Path) -> dict[str, str]:  # noqa: ANN001
+def qbsync_env(database_url: str, emulator, tmp_path: Path) -> dict[str, str]:
     """Environment for running qbsync (in-process or as a subprocess) against both."""
     from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_VERIFIER_TOKEN
 
@@ -134,7 +134,7 @@ def qbsync_env(database_url: str, emulator, tmp_path: Path) -> dict[str, str]:  
 
 
 @pytest.fixture
-def settings(qbsync_env: dict[str, str]):  # noqa: ANN201
+def settings(qbsync_env: dict[str, str]):
     from services.core.config import load_settings
 
     return load_settings(qbsync_env, dotenv=False)

@@ -53,7 +53,7 @@ def test_missing_client_keys_are_named() -> None:
         load_settings({}, dotenv=False).require_verifier_token()
 
 
-def test_cli_reports_a_bad_variable_in_one_line_without_traceback(tmp_path) -> None:  # noqa: ANN001
+def test_cli_reports_a_bad_variable_in_one_line_without_traceback(tmp_path) -> None:
     env = {"PATH": "/usr/bin:/bin", "QBO_MAX_CONCURRENCY": "40", "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "services.cli", "db", "upgrade"], cwd=tmp_path,
                           env={**env, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1])},
@@ -64,7 +64,7 @@ def test_cli_reports_a_bad_variable_in_one_line_without_traceback(tmp_path) -> N
     assert "Traceback" not in proc.stderr
 
 
-def test_dotenv_in_working_directory_is_read(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_dotenv_in_working_directory_is_read(tmp_path, monkeypatch) -> None:
     (tmp_path / ".env").write_text("QBO_MAX_CONCURRENCY=7\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("QBO_MAX_CONCURRENCY", raising=False)

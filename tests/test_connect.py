@@ -6,18 +6,18 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from support import get_when_listening
 
 from services.tokens.connect import OAuthStateError, complete_authorization, create_state
 
 QBSYNC = [sys.executable, "-m", "services.cli"]
 
 
-def start_connect(env: dict[str, str], cwd, *extra: str) -> subprocess.Popen:  # noqa: ANN001
+def start_connect(env: dict[str, str], cwd, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([*QBSYNC, "connect", *extra], env=env, cwd=cwd, stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -39,7 +39,7 @@ def approve(url: str) -> str:
     return resp.headers["Location"]
 
 
-def stored(db) -> tuple[list, list]:  # noqa: ANN001
+def stored(db) -> tuple[list, list]:
     with db.transaction() as conn:
         tokens = conn.execute("SELECT realm_id, status, refresh_token FROM quickbooks.tokens").fetchall()
         companies = conn.execute("SELECT id, name FROM quickbooks.companies").fetchall()
@@ -120,12 +120,7 @@ def test_connect_listen_receives_the_callback_on_the_redirect_uri(db, emulator, 
     proc = start_connect(env, tmp_path, "--listen", "--timeout", "60")
     try:
         location = approve(read_authorization_url(proc, env["QBO_AUTHORIZE_URL"]))
-        for _ in range(100):  # the listener starts right after the URL is printed
-            try:
-                page = requests.get(location, timeout=10)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        page = get_when_listening(location, 5, "the listener (it starts right after the URL is printed)")
         assert page.status_code == 200 and "close this tab" in page.text
         out, err = proc.communicate(timeout=60)
     finally:
@@ -182,12 +177,7 @@ def test_connect_waits_for_the_webhook_servers_callback(db, emulator, qbsync_env
     proc = start_connect(env, tmp_path, "--timeout", "60")
     try:
         location = approve(read_authorization_url(proc, env["QBO_AUTHORIZE_URL"]))
-        for _ in range(200):
-            try:
-                page = requests.get(location, timeout=10)  # the browser follows the redirect
-                break
-            except requests.ConnectionError:
-                time.sleep(0.05)
+        page = get_when_listening(location, 10, "the webhook receiver")  # the browser follows the redirect
         assert page.status_code == 200, page.text
         out, err = proc.communicate(timeout=60)  # nothing is pasted (stdin reaches EOF)
     finally:

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,7 +34,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from support import free_port, realm_synced, request_status, wait_for
+from support import free_port, wait_for
+from support.realms import assert_exact, connect_realm, realm_synced, request_status
 
 from db.connection import Database
 from db.embedded import stop_embedded
@@ -49,7 +49,7 @@ AS_ROOT = os.geteuid() == 0  # pgserver then runs the server as the system user 
 
 # -- a dedicated server ------------------------------------------------------------------------
 
-def _pgserver():  # noqa: ANN202
+def _pgserver():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
@@ -241,6 +241,7 @@ def _db_upgrade(url: str, cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_sslmode_require_works_encrypted_and_a_server_without_tls_fails_in_one_line(tmp_path: Path) -> None:
     import trustme
 
@@ -353,6 +354,7 @@ def test_every_pooled_connection_killed_server_side_is_replaced_invisibly(databa
         db.close()
 
 
+@pytest.mark.slow
 def test_a_server_restart_between_transactions_is_survived_by_the_same_pool() -> None:
     with dedicated_server() as server:
         db = Database(server.url(), max_size=4, timeout=3)
@@ -399,7 +401,7 @@ class RecordingDatabase(Database):
             yield conn
 
 
-def _workload(db: Database, settings, emulator) -> str:  # noqa: ANN001
+def _workload(db: Database, settings, emulator) -> str:
     """What the three workers do, through `db`: tokens stored, a full sync (concurrent listing,
     COPY into ON COMMIT DROP temp tables, advisory xact locks, the shared request budget), a CDC
     sync, a forced token refresh (row lock + SET LOCAL), a webhook delivery stored by the real
@@ -407,7 +409,6 @@ def _workload(db: Database, settings, emulator) -> str:  # noqa: ANN001
     import json
 
     import requests
-    from test_sync import assert_exact, connect_realm
 
     from services.sync.apply import process_inbox
     from services.sync.engine import sync_realm
@@ -475,7 +476,7 @@ def test_session_state_detector_sees_what_pgbouncer_would_break(database_url: st
     assert prepared >= 1 and (temp, settings, locks, channels) == (1, 1, 1, 1)
 
 
-def test_pooled_sessions_hold_no_state_after_a_real_workload(database_url: str, settings, emulator) -> None:  # noqa: ANN001
+def test_pooled_sessions_hold_no_state_after_a_real_workload(database_url: str, settings, emulator) -> None:
     db = RecordingDatabase(database_url, max_size=8)
     try:
         _workload(db, settings, emulator)
@@ -498,7 +499,7 @@ class FreshBackendDatabase(RecordingDatabase):
             conn._expire_at = 0.0  # test-only: psycopg_pool discards an expired connection on return
 
 
-def test_the_workload_works_when_every_transaction_gets_a_new_backend(database_url: str, settings,  # noqa: ANN001
+def test_the_workload_works_when_every_transaction_gets_a_new_backend(database_url: str, settings,
                                                                       emulator) -> None:
     """Nothing relies on session state left by an earlier transaction (prepared statements,
     temp tables, SET, session locks): each of the workload's transactions is on a new backend."""
@@ -511,7 +512,7 @@ def test_the_workload_works_when_every_transaction_gets_a_new_backend(database_u
     assert len(pids) > 50 and len(set(pids)) == len(pids)
 
 
-def test_the_workload_works_on_three_rotating_shared_backends(database_url: str, settings, emulator) -> None:  # noqa: ANN001
+def test_the_workload_works_on_three_rotating_shared_backends(database_url: str, settings, emulator) -> None:
     """PgBouncer in transaction mode hands each transaction any of a few server connections,
     shared by every code path. psycopg_pool hands out the least recently used idle connection,
     so with three always open every code path runs on sessions the others used before; the
@@ -645,10 +646,9 @@ def _wait(check: Callable[[], bool], timeout: float) -> bool:
     return bool(wait_for(check, timeout, interval=0.3, ignore=(psycopg.Error, DatabaseUnavailable)))
 
 
-def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str, str], emulator,  # noqa: ANN001
+@pytest.mark.slow
+def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str, str], emulator,
                                                             tmp_path: Path) -> None:
-    from test_sync import connect_realm
-
     from services.core.config import load_settings
     from services.emulator import EMULATOR_CLIENT_SECRET
     from services.sync.engine import enqueue_sync_request
@@ -682,8 +682,13 @@ def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str
 
         assert _wait(lambda: realm_synced(db, realm), 60), "the sync worker did not run its first sync"
 
+        logged = {name: err.stat().st_size for name, (_, err) in logs.items()}
         server.stop()
-        time.sleep(4)  # both workers try (and fail) at least once meanwhile
+
+        def both_failed_once() -> bool:  # both workers try (and fail) at least once meanwhile
+            return all("database unavailable" in err.read_bytes()[logged[name]:].decode(errors="replace")
+                       for name, (_, err) in logs.items())
+        wait_for(both_failed_once, 60, "both workers to log the outage")
         assert all(proc.poll() is None for proc in procs.values()), "a worker died with the database"
         server.start()
 

@@ -11,7 +11,7 @@ def _doctor(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([QBSYNC, "doctor"], env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
-def test_doctor_prints_one_line_per_check_and_fails_without_supervisord(qbsync_env, tmp_path) -> None:  # noqa: ANN001
+def test_doctor_prints_one_line_per_check_and_fails_without_supervisord(qbsync_env, tmp_path) -> None:
     (tmp_path / "logs").mkdir()
     proc = _doctor(qbsync_env, tmp_path)
     lines = proc.stdout.strip().splitlines()
@@ -23,7 +23,7 @@ def test_doctor_prints_one_line_per_check_and_fails_without_supervisord(qbsync_e
     assert proc.returncode == 1 and lines[-1] == "1 problem(s) found"
 
 
-def test_doctor_names_what_is_wrong(qbsync_env, tmp_path, empty_database_url) -> None:  # noqa: ANN001
+def test_doctor_names_what_is_wrong(qbsync_env, tmp_path, empty_database_url) -> None:
     env = {**qbsync_env, "DATABASE_URL": empty_database_url, "QBO_API_BASE_URL": "http://127.0.0.1:9",
            "QBO_TOKEN_URL": "http://127.0.0.1:9/oauth2/v1/tokens/bearer"}
     del env["QBO_WEBHOOK_VERIFIER_TOKEN"]

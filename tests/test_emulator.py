@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from samples import SAMPLES
+from support.samples import SAMPLES
 
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
 

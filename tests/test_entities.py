@@ -6,7 +6,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from samples import SAMPLES
+from support.samples import SAMPLES
 
 from services.model.entities import ENTITIES, ENTITY_NAMES, get_spec, parse_time
 
@@ -85,7 +85,7 @@ def test_name_lists_query_inactive_rows_too() -> None:
     assert not ENTITIES["Customer"].hard_deletable and ENTITIES["Invoice"].hard_deletable
 
 
-def test_every_declared_column_exists_with_its_type(db) -> None:  # noqa: ANN001
+def test_every_declared_column_exists_with_its_type(db) -> None:
     with db.transaction() as conn:
         for spec in ENTITIES.values():
             tables = [(spec.table, spec.columns)]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from samples import SAMPLES
+from support.samples import SAMPLES
 
 from services.core.errors import (
     AuthenticationFailed,

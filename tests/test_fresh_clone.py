@@ -11,14 +11,17 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from support import free_port, wait_for
 
 from services.ops.supervisor_rpc import process_states
 
+pytestmark = pytest.mark.slow  # clones the repository, installs it and runs supervisord end to end
+
 ROOT = Path(__file__).parents[1]
 
 
-def test_fresh_clone_installs_runs_under_supervisord_and_the_demo_moves_data_end_to_end(qbsync_env) -> None:  # noqa: ANN001
+def test_fresh_clone_installs_runs_under_supervisord_and_the_demo_moves_data_end_to_end(qbsync_env) -> None:
     home = Path(tempfile.mkdtemp(prefix="qbfc"))
     clone = home / "qbsync"
     env = {k: v for k, v in os.environ.items()

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 import pytest
-from samples import SAMPLES
+from support.samples import SAMPLES
 
 from services.core.qbotime import parse_qbo_time as parse_timestamp
 from services.webhook.inbox import InboxEvent, MalformedPayload, parse_events, store_events
@@ -214,7 +214,7 @@ def add_token(conn: psycopg.Connection, realm: str) -> None:
     conn.execute("INSERT INTO quickbooks.tokens (realm_id, refresh_token) VALUES (%s, 'r')", (realm,))
 
 
-def test_store_writes_every_column_and_ignores_unsynced_entities(db) -> None:  # noqa: ANN001
+def test_store_writes_every_column_and_ignores_unsynced_entities(db) -> None:
     events = parse_events(sample("webhook_classic.json")) + parse_events(
         sample("webhook_cloudevents_customer_merged.json"))
     with db.transaction() as conn:
@@ -235,7 +235,7 @@ def test_store_writes_every_column_and_ignores_unsynced_entities(db) -> None:  #
     assert errors == 0  # both realms are known
 
 
-def test_store_deduplicates_within_and_across_deliveries(db) -> None:  # noqa: ANN001
+def test_store_deduplicates_within_and_across_deliveries(db) -> None:
     events = parse_events(sample("webhook_cloudevents_dotnet_sdk_test.json"))
     with db.transaction() as conn:
         assert store_events(conn, events + events) == 1
@@ -244,7 +244,7 @@ def test_store_deduplicates_within_and_across_deliveries(db) -> None:  # noqa: A
         assert len(inbox_rows(conn)) == 1
 
 
-def test_store_reports_each_unknown_realm_once_per_delivery(db) -> None:  # noqa: ANN001
+def test_store_reports_each_unknown_realm_once_per_delivery(db) -> None:
     events = parse_events(body([ce("qbo.customer.created.v1", id_=f"e{i}", realm=realm)
                                 for i, realm in enumerate(["known", "lost1", "lost1", "lost2"])]))
     with db.transaction() as conn:
@@ -258,7 +258,7 @@ def test_store_reports_each_unknown_realm_once_per_delivery(db) -> None:  # noqa
     assert statuses == {"pending"}
 
 
-def test_store_is_part_of_the_callers_transaction(db) -> None:  # noqa: ANN001
+def test_store_is_part_of_the_callers_transaction(db) -> None:
     events = parse_events(sample("webhook_classic.json"))
     with pytest.raises(RuntimeError):
         with db.transaction() as conn:

@@ -27,7 +27,7 @@ def test_secret_never_shows_itself() -> None:
     assert s.reveal() == "client-secret-xyz"
 
 
-def test_log_lines_carry_pm2_timestamps_and_no_secrets(capsys) -> None:  # noqa: ANN001
+def test_log_lines_carry_pm2_timestamps_and_no_secrets(capsys) -> None:
     before = list(logging.getLogger().handlers)
     log = setup_logging("tokenup", "INFO")
     register_secret("AB11-access-token-value")

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
+from support import wait_for
 
 from db.migrate import available_migrations, upgrade
 
@@ -69,6 +71,7 @@ def test_concurrent_upgrades_are_safe(empty_database_url: str) -> None:
     assert sorted(results) == [0, 0, 0, len(available_migrations())]
 
 
+@pytest.mark.slow
 def test_cli_db_upgrade_uses_the_embedded_default(tmp_path: Path) -> None:
     import os
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -90,7 +93,6 @@ def test_upgrade_interrupted_by_a_dropped_connection_is_one_line_and_applies_not
                                                                                      tmp_path: Path) -> None:
     """Kill the migrating backend while it waits on the migration lock: one line, exit 1, nothing applied."""
     import os
-    import time
 
     env = {**os.environ, "DATABASE_URL": empty_database_url}
     with psycopg.connect(empty_database_url) as blocker, \
@@ -99,13 +101,10 @@ def test_upgrade_interrupted_by_a_dropped_connection_is_one_line_and_applies_not
         proc = subprocess.Popen([str(Path(sys.executable).parent / "qbsync"), "db", "upgrade"], cwd=tmp_path,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 30
-            victims: list[int] = []
-            while not victims and time.monotonic() < deadline:
-                victims = [r[0] for r in watcher.execute(
+            def lock_waiters() -> list[int]:
+                return [r[0] for r in watcher.execute(
                     "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()")]
-                time.sleep(0.1)
-            assert victims, "the upgrade never waited on the migration lock"
+            victims = wait_for(lock_waiters, 30, "the upgrade to wait on the migration lock", interval=0.1)
             for pid in victims:
                 watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
             _, err = proc.communicate(timeout=60)

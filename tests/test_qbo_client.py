@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from support.realms import connect_realm
 
 from services.core.config import load_settings
 from services.core.errors import (
@@ -58,7 +59,7 @@ class ScriptedServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 rec = Recorded(parts.path, parts.query, {k: v for k, v in self.headers.items()})
                 outer.requests.append(rec)
@@ -80,7 +81,9 @@ class ScriptedServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # shutdown() returns within one poll: 0.05 s instead of the default 0.5 s per test
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -129,20 +132,20 @@ class FixedTokens:
         return self.token
 
 
-def _settings(database_url: str, base_url: str, **extra: str):  # noqa: ANN202
+def _settings(database_url: str, base_url: str, **extra: str):
     env = {"DATABASE_URL": database_url, "QBO_API_BASE_URL": base_url,
            "QBO_RETRY_BASE_SECONDS": "0.01", **extra}
     return load_settings(env, dotenv=False)
 
 
-def _client(db, server: ScriptedServer, database_url: str, *, tokens=None, sleep=None,  # noqa: ANN001
+def _client(db, server: ScriptedServer, database_url: str, *, tokens=None, sleep=None,
             timeout=(2.0, 5.0), **env: str) -> QBOClient:
     return QBOClient(db, _settings(database_url, server.url, **env), REALM,
                      token_provider=tokens or FixedTokens(), sleep=sleep or (lambda s: None),
                      timeout=timeout)
 
 
-def _api_rows(db) -> int:  # noqa: ANN001
+def _api_rows(db) -> int:
     with db.transaction() as conn:
         return conn.execute("SELECT count(*) FROM quickbooks.api_requests WHERE realm_id = %s",
                             (REALM,)).fetchone()[0]
@@ -195,7 +198,7 @@ def _qbo_like(rec: Recorded) -> Reply:
 
 
 def test_every_request_carries_minorversion_json_accept_and_the_bearer_token(
-        db, database_url, serve) -> None:  # noqa: ANN001
+        db, database_url, serve) -> None:
     server = serve(_qbo_like)
     client = _client(db, server, database_url, QBO_MINOR_VERSION="76")
     client.query_all("Customer")
@@ -211,7 +214,7 @@ def test_every_request_carries_minorversion_json_accept_and_the_bearer_token(
         assert rec.headers["Authorization"] == "Bearer access-old-123456"
 
 
-def test_query_statement_where_and_money_as_decimal(db, database_url, serve) -> None:  # noqa: ANN001
+def test_query_statement_where_and_money_as_decimal(db, database_url, serve) -> None:
     server = serve(_qbo_like)
     client = _client(db, server, database_url)
     (page,) = list(client.query_pages("Customer", where="Active IN (true, false)"))
@@ -223,7 +226,7 @@ def test_query_statement_where_and_money_as_decimal(db, database_url, serve) -> 
     assert page.time == parse_qbo_time(TIME) and page.start_position == 1
 
 
-def test_cdc_encodes_changed_since_and_parses_the_recorded_response(db, database_url, serve) -> None:  # noqa: ANN001
+def test_cdc_encodes_changed_since_and_parses_the_recorded_response(db, database_url, serve) -> None:
     server = serve(_qbo_like)
     client = _client(db, server, database_url)
     since = datetime(2026, 11, 1, 8, 30, 15, 999000, tzinfo=timezone(timedelta(hours=5, minutes=30)))
@@ -241,7 +244,7 @@ def test_cdc_encodes_changed_since_and_parses_the_recorded_response(db, database
         client.cdc(["Estimate"], datetime(2026, 11, 1))  # naive: refused before any request
 
 
-def test_cdc_returns_deleted_objects_as_they_come(db, database_url, serve) -> None:  # noqa: ANN001
+def test_cdc_returns_deleted_objects_as_they_come(db, database_url, serve) -> None:
     deleted = {"domain": "QBO", "status": "Deleted", "Id": "2359",
                "MetaData": {"LastUpdatedTime": "2021-12-15T09:14:16-08:00"}}
     body = {"CDCResponse": [{"QueryResponse": [{"Payment": [deleted], "startPosition": 1, "maxResults": 1}]}],
@@ -251,14 +254,14 @@ def test_cdc_returns_deleted_objects_as_they_come(db, database_url, serve) -> No
     assert result.objects["Payment"] == [deleted]
 
 
-def test_read_raises_not_found_on_610(db, database_url, serve) -> None:  # noqa: ANN001
+def test_read_raises_not_found_on_610(db, database_url, serve) -> None:
     server = serve(_qbo_like)
     with pytest.raises(NotFound) as info:
         _client(db, server, database_url).read("Customer", "999")
     assert info.value.code == "610" and len(server.requests) == 1
 
 
-def test_a_retry_after_header_wins_over_the_backoff(db, database_url, serve, caplog) -> None:  # noqa: ANN001
+def test_a_retry_after_header_wins_over_the_backoff(db, database_url, serve, caplog) -> None:
     caplog.set_level("WARNING", logger="qbsync.qbo")
     xml = (SAMPLES / "fault_429.xml").read_bytes()
 
@@ -280,7 +283,7 @@ def test_a_retry_after_header_wins_over_the_backoff(db, database_url, serve, cap
     assert all("access-old-123456" not in line for line in retries)
 
 
-def test_throttling_that_never_ends_raises_after_max_attempts(db, database_url, serve) -> None:  # noqa: ANN001
+def test_throttling_that_never_ends_raises_after_max_attempts(db, database_url, serve) -> None:
     xml = (SAMPLES / "fault_429.xml").read_bytes()
     server = serve(lambda rec: (429, {"Intuit-Tid": "tid-429"}, xml))
     slept: list[float] = []
@@ -295,7 +298,7 @@ def test_throttling_that_never_ends_raises_after_max_attempts(db, database_url, 
         assert 2 ** n / 2 <= delay <= 2 ** n
 
 
-def test_a_read_timeout_is_a_transport_error_after_retries(db, database_url, serve) -> None:  # noqa: ANN001
+def test_a_read_timeout_is_a_transport_error_after_retries(db, database_url, serve) -> None:
     server = serve(lambda rec: None)  # accepts, never answers
     slept: list[float] = []
     client = _client(db, server, database_url, sleep=slept.append, timeout=(1.0, 0.2))
@@ -306,7 +309,7 @@ def test_a_read_timeout_is_a_transport_error_after_retries(db, database_url, ser
     assert len(slept) == MAX_ATTEMPTS - 1
 
 
-def test_connection_refused_is_a_transport_error(db, database_url, serve) -> None:  # noqa: ANN001
+def test_connection_refused_is_a_transport_error(db, database_url, serve) -> None:
     server = serve(_qbo_like)
     server.stop()  # the port is closed now
     slept: list[float] = []
@@ -316,7 +319,7 @@ def test_connection_refused_is_a_transport_error(db, database_url, serve) -> Non
     assert client.api_calls == MAX_ATTEMPTS and len(slept) == MAX_ATTEMPTS - 1
 
 
-def test_5xx_is_retried_and_a_validation_fault_is_not(db, database_url, serve) -> None:  # noqa: ANN001
+def test_5xx_is_retried_and_a_validation_fault_is_not(db, database_url, serve) -> None:
     def respond(rec: Recorded) -> Reply:
         if len(server.requests) == 1:
             return 503, {"Content-Type": "text/html"}, b"<html><body>Service Unavailable</body></html>"
@@ -331,7 +334,7 @@ def test_5xx_is_retried_and_a_validation_fault_is_not(db, database_url, serve) -
     assert len(server.requests) == 2 and len(slept) == 1
 
 
-def test_a_200_body_with_a_fault_raises(db, database_url, serve) -> None:  # noqa: ANN001
+def test_a_200_body_with_a_fault_raises(db, database_url, serve) -> None:
     server = serve(lambda rec: (200, {}, (SAMPLES / "fault_validation.json").read_bytes()))
     with pytest.raises(FatalQBOError):
         _client(db, server, database_url).count("Customer")
@@ -342,7 +345,7 @@ def test_a_200_body_with_a_fault_raises(db, database_url, serve) -> None:  # noq
     assert len(server2.requests) == MAX_ATTEMPTS
 
 
-def test_a_401_refreshes_once_and_retries_once(db, database_url, serve) -> None:  # noqa: ANN001
+def test_a_401_refreshes_once_and_retries_once(db, database_url, serve) -> None:
     body401 = (SAMPLES / "fault_401_token_expired.json").read_bytes()
 
     def respond(rec: Recorded) -> Reply:
@@ -359,7 +362,7 @@ def test_a_401_refreshes_once_and_retries_once(db, database_url, serve) -> None:
         "Bearer access-old-123456", "Bearer access-new-654321"]
 
 
-def test_a_second_401_needs_reauth(db, database_url, serve) -> None:  # noqa: ANN001
+def test_a_second_401_needs_reauth(db, database_url, serve) -> None:
     body401 = (SAMPLES / "fault_401_token_expired.json").read_bytes()
     server = serve(lambda rec: (401, {"Intuit-Tid": "tid-401"}, body401))
     tokens = FixedTokens()
@@ -371,7 +374,7 @@ def test_a_second_401_needs_reauth(db, database_url, serve) -> None:  # noqa: AN
     assert "access-new-654321" not in info.value.one_line()
 
 
-def test_paging_walks_every_row_once(db, database_url, serve) -> None:  # noqa: ANN001
+def test_paging_walks_every_row_once(db, database_url, serve) -> None:
     total = 2 * PAGE_SIZE + 345
     rows = [{"Id": str(i)} for i in range(1, total + 1)]
 
@@ -394,7 +397,7 @@ def test_paging_walks_every_row_once(db, database_url, serve) -> None:  # noqa: 
     assert [len(p.objects) for p in pages] == [PAGE_SIZE, 0]
 
 
-def test_bad_entity_names_are_refused_before_any_request(db, database_url, serve) -> None:  # noqa: ANN001
+def test_bad_entity_names_are_refused_before_any_request(db, database_url, serve) -> None:
     server = serve(_qbo_like)
     client = _client(db, server, database_url)
     with pytest.raises(ValueError):
@@ -406,24 +409,12 @@ def test_bad_entity_names_are_refused_before_any_request(db, database_url, serve
 
 # -- against the emulator, through the real token vault (services.tokens.vault) ----------------------
 
-def _connect(db, settings, emulator, **realm_kw) -> str:  # noqa: ANN001
-    """An emulator company whose tokens sit in the database as `qbsync token add` stores them."""
-    from services.tokens.vault import add_tokens
-
-    realm = emulator.admin.create_realm(**realm_kw)
-    issued = emulator.admin.issue_tokens(realm)
-    add_tokens(db, settings, realm, issued["refresh_token"], access_token=issued["access_token"],
-               expires_in=3600)
-    emulator.admin.reset_counts()
-    return realm
-
-
 def _data_calls(counts: dict[str, int]) -> int:
     return sum(counts.get(k, 0) for k in ("query", "cdc", "read", "companyinfo"))
 
 
-def test_paging_across_thousands_returns_every_row_exactly_once(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=2345, items=5, invoices=5, estimates=2)
+def test_paging_across_thousands_returns_every_row_exactly_once(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=2345, items=5, invoices=5, estimates=2)
     client = client_for(db, settings, realm)
     pages = list(client.query_pages("Customer", where="Active IN (true, false)"))
     ids = [c["Id"] for p in pages for c in p.objects]
@@ -435,8 +426,8 @@ def test_paging_across_thousands_returns_every_row_exactly_once(db, settings, em
     assert client.api_calls == 4 == _data_calls(emulator.admin.request_counts(realm))
 
 
-def test_the_active_filter_is_passed_through(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=30, items=5, invoices=5, estimates=2)
+def test_the_active_filter_is_passed_through(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=30, items=5, invoices=5, estimates=2)
     every = emulator.admin.entities(realm, "Customer")
     for customer in every[:3]:
         if customer.get("Active", True):
@@ -452,8 +443,8 @@ def test_the_active_filter_is_passed_through(db, settings, emulator) -> None:  #
     assert only_inactive == inactive
 
 
-def test_minorversion_rides_on_every_request(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=10, items=5, invoices=20, estimates=5)
+def test_minorversion_rides_on_every_request(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=20, estimates=5)
     client = client_for(db, settings, realm)
     client.company_info()
     invoice = client.query_all("Invoice")[0]
@@ -466,9 +457,9 @@ def test_minorversion_rides_on_every_request(db, settings, emulator) -> None:  #
     assert emulator.admin.minor_versions() == {str(settings.minor_version): 5}
 
 
-def test_read_company_info_and_cdc_with_a_deleted_invoice(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=10, items=5, invoices=10, estimates=2,
-                     company_name="Crème d'Olive")
+def test_read_company_info_and_cdc_with_a_deleted_invoice(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=10, estimates=2,
+                          company_name="Crème d'Olive")
     client = client_for(db, settings, realm)
     assert client.company_info()["CompanyName"] == "Crème d'Olive"
     since = datetime.fromtimestamp(emulator.admin.now(), timezone.utc) - timedelta(seconds=1)
@@ -486,8 +477,8 @@ def test_read_company_info_and_cdc_with_a_deleted_invoice(db, settings, emulator
         client.read("Invoice", gone)
 
 
-def test_a_401_refreshes_through_the_token_vault_and_retries_once(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+def test_a_401_refreshes_through_the_token_vault_and_retries_once(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
     with db.transaction() as conn:
         before = conn.execute("SELECT access_token FROM quickbooks.tokens WHERE realm_id = %s",
                               (realm,)).fetchone()[0]
@@ -503,10 +494,10 @@ def test_a_401_refreshes_through_the_token_vault_and_retries_once(db, settings, 
     assert after != before
 
 
-def test_the_stored_base_url_wins_over_the_setting(db, settings, emulator) -> None:  # noqa: ANN001
+def test_the_stored_base_url_wins_over_the_setting(db, settings, emulator) -> None:
     import dataclasses
 
-    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.tokens SET base_url = %s WHERE realm_id = %s", (emulator.url, realm))
     nowhere = dataclasses.replace(settings, api_base_url="http://127.0.0.1:9")
@@ -514,8 +505,8 @@ def test_the_stored_base_url_wins_over_the_setting(db, settings, emulator) -> No
     assert client.company_info()["CompanyName"]
 
 
-def test_injected_429_and_503_are_retried_with_backoff(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+def test_injected_429_and_503_are_retried_with_backoff(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
     emulator.admin.configure(fail_rate_429=0.2, fail_rate_503=0.2, seed=7)  # seeded: same rolls each run
     slept: list[float] = []
     client = client_for(db, settings, realm, sleep=slept.append)
@@ -528,8 +519,8 @@ def test_injected_429_and_503_are_retried_with_backoff(db, settings, emulator) -
     assert all(0 < s <= settings.retry_base_seconds * 2 ** (MAX_ATTEMPTS - 1) for s in slept)
 
 
-def test_persistent_429_and_503_give_up_after_max_attempts(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
+def test_persistent_429_and_503_give_up_after_max_attempts(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=2, estimates=1)
     emulator.admin.configure(fail_rate_429=1.0, fail_rate_503=0.0)
     slept: list[float] = []
     client = client_for(db, settings, realm, sleep=slept.append)
@@ -549,7 +540,7 @@ def test_persistent_429_and_503_give_up_after_max_attempts(db, settings, emulato
 
 # -- query_page: one page as served, for the sync's PostgreSQL-side parsing ----------------------
 
-def test_query_page_returns_the_recorded_body_as_served(db, database_url, serve) -> None:  # noqa: ANN001
+def test_query_page_returns_the_recorded_body_as_served(db, database_url, serve) -> None:
     recorded = (SAMPLES / "query_response_customers.json").read_bytes()
     server = serve(lambda rec: (200, {"Content-Type": "application/json"}, recorded))
     client = _client(db, server, database_url)
@@ -564,7 +555,7 @@ def test_query_page_returns_the_recorded_body_as_served(db, database_url, serve)
     assert [o["Id"] for o in page.objects()] == [o["Id"] for o in objects]
 
 
-def test_query_page_reads_unusual_envelopes_by_parsing(db, database_url, serve) -> None:  # noqa: ANN001
+def test_query_page_reads_unusual_envelopes_by_parsing(db, database_url, serve) -> None:
     bodies = [
         # keys in another order, lower-case entity key, whitespace: the full parse path
         b'{ "time": "' + TIME.encode() + b'", "QueryResponse": {"maxResults": 2, "customer": '
@@ -580,7 +571,7 @@ def test_query_page_reads_unusual_envelopes_by_parsing(db, database_url, serve) 
     assert (empty.key, empty.count, empty.objects()) == (None, 0, [])
 
 
-def test_query_page_still_raises_on_a_fault_in_a_200_body(db, database_url, serve) -> None:  # noqa: ANN001
+def test_query_page_still_raises_on_a_fault_in_a_200_body(db, database_url, serve) -> None:
     server = serve(lambda rec: (200, {}, (SAMPLES / "fault_validation.json").read_bytes()))
     with pytest.raises(FatalQBOError):
         _client(db, server, database_url).query_page("Customer")
@@ -592,8 +583,8 @@ def test_query_page_still_raises_on_a_fault_in_a_200_body(db, database_url, serv
         _client(db, server, database_url).query_page("Customer", select="Id; DROP")
 
 
-def test_query_page_selects_ids_only_from_the_emulator(db, settings, emulator) -> None:  # noqa: ANN001
-    realm = _connect(db, settings, emulator, customers=5, items=2, invoices=1203, estimates=1)
+def test_query_page_selects_ids_only_from_the_emulator(db, settings, emulator) -> None:
+    realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=1203, estimates=1)
     client = client_for(db, settings, realm)
     pages = [client.query_page("Invoice", start_position=s, select="Id") for s in (1, 1001)]
     assert [p.count for p in pages] == [1000, 203]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from test_tui_support import (
+from support.console import (
     ACCESS_TOKEN,
     HEALTHY_REALM,
     REAUTH_REALM,
     REFRESH_TOKEN,
+    insert_console_realm,
     seed_console_state,
-    seed_realm,
 )
 
 from db.readmodel import (
@@ -31,12 +31,12 @@ ERROR_KEYS = {"at", "service", "realm_id", "entity", "message"}
 ENTITY_TABLES = ("customers", "items", "estimates", "estimate_line_items", "invoices", "invoice_line_items")
 
 
-def _snapshot(db, now=NOW):  # noqa: ANN001, ANN202
+def _snapshot(db, now=NOW):
     with db.transaction() as conn:
         return status_snapshot(conn, now)
 
 
-def test_snapshot_has_every_spec_key_in_order_without_token_values(db) -> None:  # noqa: ANN001
+def test_snapshot_has_every_spec_key_in_order_without_token_values(db) -> None:
     with db.transaction() as conn:
         seed_console_state(conn, NOW)
     snap = _snapshot(db)
@@ -63,9 +63,9 @@ def test_snapshot_has_every_spec_key_in_order_without_token_values(db) -> None: 
     assert ACCESS_TOKEN not in text and REFRESH_TOKEN not in text
 
 
-def test_realm_without_company_row_and_never_synced_entities(db) -> None:  # noqa: ANN001
+def test_realm_without_company_row_and_never_synced_entities(db) -> None:
     with db.transaction() as conn:
-        seed_realm(conn, NOW, "4620816365", None, synced_ago=None)
+        insert_console_realm(conn, NOW, "4620816365", None, synced_ago=None)
     (realm,) = _snapshot(db)["realms"]
     assert realm["company_name"] is None and realm["realm_id"] == "4620816365"
     assert [(e["entity"], e["rows"], e["last_success_at"], e["last_run_status"]) for e in realm["entities"]] == [
@@ -74,7 +74,7 @@ def test_realm_without_company_row_and_never_synced_entities(db) -> None:  # noq
     assert code == 1 and sum("never synced" in r for r in reasons) == 5
 
 
-def test_recent_errors_are_the_newest_twenty(db) -> None:  # noqa: ANN001
+def test_recent_errors_are_the_newest_twenty(db) -> None:
     with db.transaction() as conn:
         conn.execute("INSERT INTO quickbooks.errors (at, service, message) SELECT %s - g * interval '1 minute',"
                      " 'sync', 'error ' || g FROM generate_series(1, 30) g", (NOW,))
@@ -82,55 +82,55 @@ def test_recent_errors_are_the_newest_twenty(db) -> None:  # noqa: ANN001
     assert [e["message"] for e in errors] == [f"error {g}" for g in range(1, 21)]
 
 
-def _health(db, **kw):  # noqa: ANN001, ANN202
+def _health(db, **kw):
     processes = kw.pop("processes", [])
     with db.transaction() as conn:
-        seed_realm(conn, NOW, HEALTHY_REALM, "Acme", **kw)
+        insert_console_realm(conn, NOW, HEALTHY_REALM, "Acme", **kw)
     return health(_snapshot(db), processes, NOW, sync_interval_minutes=60, token_margin_minutes=10)
 
 
-def test_health_ok_when_tokens_fresh_and_syncs_recent(db) -> None:  # noqa: ANN001
+def test_health_ok_when_tokens_fresh_and_syncs_recent(db) -> None:
     assert _health(db) == (0, [])
 
 
-def test_health_warns_on_access_token_inside_margin_not_refreshed(db) -> None:  # noqa: ANN001
+def test_health_warns_on_access_token_inside_margin_not_refreshed(db) -> None:
     code, reasons = _health(db, access_left=timedelta(minutes=4), refreshed_ago=timedelta(minutes=56))
     assert code == 1 and "access token expires in" in reasons[0] and "tokenup" in reasons[0]
 
 
-def test_health_quiet_when_short_token_was_just_refreshed(db) -> None:  # noqa: ANN001
+def test_health_quiet_when_short_token_was_just_refreshed(db) -> None:
     assert _health(db, access_left=timedelta(minutes=4), refreshed_ago=timedelta(seconds=30))[0] == 0
 
 
-def test_health_warns_on_refresh_idle_expiry_within_30_days(db) -> None:  # noqa: ANN001
+def test_health_warns_on_refresh_idle_expiry_within_30_days(db) -> None:
     code, reasons = _health(db, refresh_left=timedelta(days=29))
     assert code == 1 and "refresh token idle expiry in 29d" in reasons[0]
     assert "qbsync connect --realm-id " + HEALTHY_REALM in reasons[0]
 
 
-def test_health_warns_on_hard_expiry(db) -> None:  # noqa: ANN001
+def test_health_warns_on_hard_expiry(db) -> None:
     code, reasons = _health(db, hard_left=timedelta(days=3))
     assert code == 1 and "hard expiry in 3d" in reasons[0]
 
 
-def test_health_warns_on_stale_sync(db) -> None:  # noqa: ANN001
+def test_health_warns_on_stale_sync(db) -> None:
     code, reasons = _health(db, synced_ago=timedelta(minutes=121), access_left=timedelta(minutes=50))
     assert code == 1 and len(reasons) == 5 and all("(stale)" in r for r in reasons)
 
 
-def test_health_critical_on_failed_sync(db) -> None:  # noqa: ANN001
+def test_health_critical_on_failed_sync(db) -> None:
     code, reasons = _health(db, run_status="failed", run_error="FatalQBOError: validation\nsecond line")
     assert code == 2 and reasons[0].endswith("Invoice sync failed: FatalQBOError: validation")
 
 
-def test_health_critical_on_needs_reauth_and_fatal_process(db) -> None:  # noqa: ANN001
+def test_health_critical_on_needs_reauth_and_fatal_process(db) -> None:
     code, reasons = _health(db, status="needs_reauth")
     assert code == 2 and "qbsync connect --realm-id " + HEALTHY_REALM in reasons[0]
 
 
-def test_health_process_states(db) -> None:  # noqa: ANN001
+def test_health_process_states(db) -> None:
     with db.transaction() as conn:
-        seed_realm(conn, NOW, HEALTHY_REALM, "Acme")
+        insert_console_realm(conn, NOW, HEALTHY_REALM, "Acme")
     snap = _snapshot(db)
     running = [{"name": n, "state": "RUNNING", "uptime_s": 5} for n in ("tokenup", "sync", "webhook")]
     assert health(snap, running, NOW)[0] == 0
@@ -139,7 +139,7 @@ def test_health_process_states(db) -> None:  # noqa: ANN001
     assert code == 2 and "webhook is FATAL" in reasons[0]
 
 
-def test_health_disconnected_realm_is_not_an_alarm(db) -> None:  # noqa: ANN001
+def test_health_disconnected_realm_is_not_an_alarm(db) -> None:
     assert _health(db, status="disconnected", synced_ago=None)[0] == 0
 
 
@@ -147,7 +147,7 @@ def test_no_company_is_a_warning() -> None:
     assert health({"realms": [], "recent_errors": []}, [], NOW) == (1, ["no company connected: run qbsync connect"])
 
 
-def test_read_model_never_touches_entity_tables(db) -> None:  # noqa: ANN001
+def test_read_model_never_touches_entity_tables(db) -> None:
     """Row counts come from sync_state: no plan scans customers/invoices/... (no count(*))."""
     with db.transaction() as conn:
         for name, sql in READ_MODEL_QUERIES.items():
@@ -156,7 +156,7 @@ def test_read_model_never_touches_entity_tables(db) -> None:  # noqa: ANN001
                 assert f" {table} " not in plan and f".{table} " not in plan, (name, plan)
 
 
-def test_enqueue_sync_request_and_follow_its_status(db) -> None:  # noqa: ANN001
+def test_enqueue_sync_request_and_follow_its_status(db) -> None:
     with db.transaction() as conn:
         rid = enqueue_sync_request(conn, HEALTHY_REALM, requested_by="tui")
     with db.transaction() as conn:

@@ -15,7 +15,7 @@ class Flaky(Exception):
         self.retry_after = retry_after
 
 
-def failing(times: int, exc: Exception | None = None):  # noqa: ANN201
+def failing(times: int, exc: Exception | None = None):
     calls = []
 
     def call() -> str:

@@ -13,15 +13,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from test_tui_support import (
+from support.console import (
     ACCESS_TOKEN,
     ENTITIES,
     HEALTHY_REALM,
     REAUTH_REALM,
     REFRESH_TOKEN,
     Supervisord,
+    insert_console_realm,
     seed_console_state,
-    seed_realm,
 )
 
 from services.ops.supervisor_rpc import SupervisorError, SupervisorUnavailable, process_states, restart_process
@@ -75,9 +75,9 @@ def _no_secrets(result: subprocess.CompletedProcess[str]) -> None:
         assert secret not in result.stdout and secret not in result.stderr
 
 
-def test_status_json_healthy_exits_0(db, status_env, tmp_path) -> None:  # noqa: ANN001
+def test_status_json_healthy_exits_0(db, status_env, tmp_path) -> None:
     with db.transaction() as conn:
-        seed_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme Café & Sons")
+        insert_console_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme Café & Sons")
     result = _status(status_env, tmp_path, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     doc = json.loads(result.stdout)  # exactly one JSON object, nothing else on stdout
@@ -89,9 +89,10 @@ def test_status_json_healthy_exits_0(db, status_env, tmp_path) -> None:  # noqa:
     _no_secrets(result)
 
 
-def test_status_json_warning_exits_1(db, status_env, tmp_path) -> None:  # noqa: ANN001
+def test_status_json_warning_exits_1(db, status_env, tmp_path) -> None:
     with db.transaction() as conn:
-        seed_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme", refresh_left=timedelta(days=12))
+        insert_console_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme",
+                             refresh_left=timedelta(days=12))
     result = _status(status_env, tmp_path, "--json")
     assert result.returncode == 1, result.stdout + result.stderr
     doc = json.loads(result.stdout)
@@ -101,7 +102,7 @@ def test_status_json_warning_exits_1(db, status_env, tmp_path) -> None:  # noqa:
     _no_secrets(result)
 
 
-def test_status_json_critical_exits_2_on_needs_reauth(db, status_env, tmp_path) -> None:  # noqa: ANN001
+def test_status_json_critical_exits_2_on_needs_reauth(db, status_env, tmp_path) -> None:
     with db.transaction() as conn:
         seed_console_state(conn, datetime.now(timezone.utc))
     result = _status(status_env, tmp_path, "--json")
@@ -114,7 +115,7 @@ def test_status_json_critical_exits_2_on_needs_reauth(db, status_env, tmp_path) 
     _no_secrets(result)
 
 
-def test_status_table_is_short_and_readable(db, status_env, tmp_path) -> None:  # noqa: ANN001
+def test_status_table_is_short_and_readable(db, status_env, tmp_path) -> None:
     with db.transaction() as conn:
         seed_console_state(conn, datetime.now(timezone.utc))
     result = _status(status_env, tmp_path)
@@ -129,7 +130,7 @@ def test_status_table_is_short_and_readable(db, status_env, tmp_path) -> None:  
     _no_secrets(result)
 
 
-def test_status_database_unreachable_is_critical_one_line(status_env, tmp_path) -> None:  # noqa: ANN001
+def test_status_database_unreachable_is_critical_one_line(status_env, tmp_path) -> None:
     env = dict(status_env, DATABASE_URL="postgresql://qbsync:pw-secret-123@127.0.0.1:9/qbsync")
     result = _status(env, tmp_path, "--json")
     assert result.returncode == 2
@@ -138,9 +139,10 @@ def test_status_database_unreachable_is_critical_one_line(status_env, tmp_path) 
     assert "Traceback" not in result.stderr and "pw-secret-123" not in result.stderr
 
 
-def test_status_reports_supervisord_processes_and_fatal_is_critical(db, status_env, short_dir) -> None:  # noqa: ANN001
+@pytest.mark.slow
+def test_status_reports_supervisord_processes_and_fatal_is_critical(db, status_env, short_dir) -> None:
     with db.transaction() as conn:
-        seed_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme")
+        insert_console_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme")
     sup = Supervisord(short_dir)
     try:
         sup.wait_states({"tokenup": "RUNNING", "sync": "RUNNING", "webhook": "FATAL"})
@@ -160,7 +162,7 @@ def test_status_reports_supervisord_processes_and_fatal_is_critical(db, status_e
         sup.stop()
 
 
-def test_supervisor_rpc_restart_and_unreachable(short_dir) -> None:  # noqa: ANN001
+def test_supervisor_rpc_restart_and_unreachable(short_dir) -> None:
     assert process_states(short_dir / "var" / "supervisor.sock") == []
     with pytest.raises(SupervisorUnavailable):
         restart_process(short_dir / "var" / "supervisor.sock", "sync")

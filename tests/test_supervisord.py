@@ -19,6 +19,8 @@ from support import free_port, wait_for
 
 from services.ops.supervisor_rpc import UnixSocketTransport, process_states
 
+pytestmark = pytest.mark.slow  # a real supervisord end to end: restarts, FATAL after retries, shutdown
+
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 STAMP = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} [+-]\d{2}:\d{2} ")
@@ -29,7 +31,7 @@ def _states(sock: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def supervised(tmp_path: Path, qbsync_env: dict[str, str], emulator) -> Iterator[dict]:  # noqa: ANN001
+def supervised(tmp_path: Path, qbsync_env: dict[str, str], emulator) -> Iterator[dict]:
     """supervisord from a temp copy of the conf; tokenup gets a broken variable."""
     home = Path(tempfile_short())
     conf_text = (ROOT / "supervisord.conf").read_text()

@@ -1,140 +1,29 @@
 """The sync engine against the emulator and real PostgreSQL: exact end states, every path.
 
-`assert_exact` compares every SPEC section 8 column, every line by position and `raw` with
-what the emulator serves (parsed with Decimal), and the set of deleted rows with the
-emulator's deletions.
+`assert_exact` (support/realms.py) compares every SPEC section 8 column, every line by position
+and `raw` with what the emulator serves (parsed with Decimal), and the set of deleted rows with
+the emulator's deletions.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pytest
 import requests
+from support.realms import assert_exact, connect_realm, data_calls, ok, served_versions, snapshot
 
 from db.connection import Database
 from services.core.errors import DatabaseUnavailable
 from services.intuit.client import QBOClient
-from services.model.entities import ENTITIES, parse_time
 from services.sync.engine import sync_realm
 from services.tokens.vault import client_for
 
-DATA_KEYS = ("query", "cdc", "read", "companyinfo")
 
-
-# -- helpers (also used by the other test_sync_* files) ------------------------------------------
-
-def connect_realm(db, settings, emulator, **realm_kw: Any) -> str:  # noqa: ANN001
-    """An emulator company with tokens stored the way `qbsync token add` stores them."""
-    from services.tokens.vault import add_tokens
-
-    realm = emulator.admin.create_realm(**realm_kw)
-    issued = emulator.admin.issue_tokens(realm)
-    add_tokens(db, settings, realm, issued["refresh_token"], access_token=issued["access_token"], expires_in=3600)
-    emulator.admin.reset_counts()
-    return realm
-
-
-def _expected(sql_type: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if sql_type == "timestamptz":
-        return parse_time(value)
-    if sql_type == "date":
-        return date.fromisoformat(value)
-    if sql_type == "numeric":
-        return str(value)
-    return value
-
-
-def _actual(sql_type: str, value: Any) -> Any:
-    if value is not None and sql_type == "numeric":
-        return str(value)
-    return value
-
-
-def assert_exact(db, emulator, realm: str) -> None:  # noqa: ANN001
-    """Every synced table equals the emulator's data for `realm`, digit for digit."""
-    with db.transaction() as conn:
-        for name in ("Customer", "Item", "Estimate", "Invoice"):
-            spec = ENTITIES[name]
-            served = {o["Id"]: o for o in emulator.admin.entities(realm, name)}
-            every = emulator.admin.entities(realm, name, include_deleted=True)
-            deleted = {o["Id"] for o in every if o.get("status") == "Deleted"}
-            cols = [c.name for c in spec.columns]
-            rows = conn.execute(
-                f"SELECT id, raw::text, deleted_at IS NOT NULL, {', '.join(cols)} FROM {spec.qualified_table}"
-                " WHERE realm_id = %s", (realm,)).fetchall()
-            live = {r[0]: r for r in rows if not r[2]}
-            assert set(live) == set(served), f"{name}: live ids differ"
-            state = conn.execute("SELECT row_count FROM quickbooks.sync_state WHERE realm_id = %s AND entity = %s"
-                                 " AND last_run_status = 'success'", (realm, name)).fetchone()
-            assert state is None or state[0] == len(served), f"{name}: sync_state.row_count"
-            assert {r[0] for r in rows if r[2]} == deleted, f"{name}: deleted ids differ"
-            for ident, obj in served.items():
-                row = live[ident]
-                assert json.loads(row[1], parse_float=Decimal) == obj, f"{name} {ident}: raw differs"
-                for column, value in zip(spec.columns, row[3:]):
-                    want = _expected(column.sql_type, column.extract(obj))
-                    assert _actual(column.sql_type, value) == want, f"{name} {ident}.{column.name}"
-            if spec.line is None:
-                continue
-            lcols = [c.name for c in spec.line.columns]
-            lines: dict[str, list[tuple]] = {}
-            for r in conn.execute(
-                    f"SELECT {spec.line.fk}, position, {', '.join(lcols)} FROM quickbooks.{spec.line.table}"
-                    " WHERE realm_id = %s ORDER BY 1, 2", (realm,)):
-                lines.setdefault(r[0], []).append(r[1:])
-            for ident, obj in served.items():
-                want_lines = [tuple([pos] + [_expected(c.sql_type, c.extract(li)) for c in spec.line.columns])
-                              for pos, li in enumerate(obj.get("Line", []))]
-                got = [tuple([r[0]] + [_actual(c.sql_type, v) for c, v in zip(spec.line.columns, r[1:])])
-                       for r in lines.get(ident, [])]
-                assert got == want_lines, f"{name} {ident}: lines differ"
-        info = emulator.admin.entities(realm, "CompanyInfo")[0]
-        row = conn.execute("SELECT name, legal_name, country, raw::text FROM quickbooks.companies WHERE id = %s",
-                           (realm,)).fetchone()
-        assert row[:3] == (info.get("CompanyName"), info.get("LegalName"),
-                           info.get("Country") or (info.get("CompanyAddr") or {}).get("Country"))
-        assert json.loads(row[3], parse_float=Decimal) == info
-
-
-def data_calls(emulator, realm: str) -> dict[str, int]:  # noqa: ANN001
-    counts = emulator.admin.request_counts(realm)
-    return {k: counts.get(k, 0) for k in DATA_KEYS}
-
-
-def snapshot(db, realm: str) -> dict[tuple[str, str], tuple]:  # noqa: ANN001
-    out = {}
-    with db.transaction() as conn:
-        for name in ("Customer", "Item", "Estimate", "Invoice"):
-            table = ENTITIES[name].qualified_table
-            for ident, synced, updated, deleted in conn.execute(
-                    f"SELECT id, synced_at, qbo_updated_at, deleted_at FROM {table} WHERE realm_id = %s", (realm,)):
-                out[(name, ident)] = (synced, updated, deleted)
-    return out
-
-
-def served_versions(emulator, realm: str) -> dict[tuple[str, str], str]:  # noqa: ANN001
-    out = {}
-    for name in ("Customer", "Item", "Estimate", "Invoice"):
-        for obj in emulator.admin.entities(realm, name, include_deleted=True):
-            out[(name, obj["Id"])] = json.dumps(obj, sort_keys=True, default=str)
-    return out
-
-
-def ok(outcomes) -> bool:  # noqa: ANN001
-    return all(o.status == "success" for o in outcomes)
-
-
-# -- tests ---------------------------------------------------------------------------------------
-
-def test_full_sync_of_a_generated_company_is_exact(db, settings, emulator) -> None:  # noqa: ANN001
+@pytest.mark.slow
+def test_full_sync_of_a_generated_company_is_exact(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=120, items=15, invoices=1150, estimates=40,
                           company_name="Crème d'Olive")
     invoices = emulator.admin.entities(realm, "Invoice")
@@ -157,7 +46,7 @@ def test_full_sync_of_a_generated_company_is_exact(db, settings, emulator) -> No
     assert state == {"CompanyInfo": 1, "Customer": 120, "Item": 15, "Estimate": 40, "Invoice": 1150}
 
 
-def test_incremental_changes_exactly_the_changed_rows(db, settings, emulator) -> None:  # noqa: ANN001
+def test_incremental_changes_exactly_the_changed_rows(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=40, items=10, invoices=60, estimates=10)
     assert ok(sync_realm(db, settings, realm))
     before_db, before_qbo = snapshot(db, realm), served_versions(emulator, realm)
@@ -188,7 +77,8 @@ def test_incremental_changes_exactly_the_changed_rows(db, settings, emulator) ->
     assert snapshot(db, realm) == after_db
 
 
-def test_more_than_1000_changes_since_the_last_run_miss_nothing(db, settings, emulator) -> None:  # noqa: ANN001
+@pytest.mark.slow
+def test_more_than_1000_changes_since_the_last_run_miss_nothing(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=30, items=1100, invoices=40, estimates=5)
     assert ok(sync_realm(db, settings, realm))
     admin = emulator.admin
@@ -214,7 +104,7 @@ def test_more_than_1000_changes_since_the_last_run_miss_nothing(db, settings, em
 
 
 @pytest.mark.parametrize("days", [31, 29.5], ids=["cdc-refuses-it", "inside-the-margin"])
-def test_a_cursor_a_month_old_by_intuits_clock_is_still_exact_including_deletes(  # noqa: ANN001
+def test_a_cursor_a_month_old_by_intuits_clock_is_still_exact_including_deletes(
         db, settings, emulator, days: float) -> None:
     """Only the emulator's clock moves (ours and the database's do not): at 31 days CDC answers
     400 "older than fixed days", at 29.5 it answers but the cursor is inside the day of margin.
@@ -246,7 +136,8 @@ def test_a_cursor_a_month_old_by_intuits_clock_is_still_exact_including_deletes(
     assert data_calls(emulator, realm)["cdc"] == 1
 
 
-def test_random_429_and_503_give_the_same_exact_end_state(db, settings, emulator, caplog) -> None:  # noqa: ANN001
+@pytest.mark.slow
+def test_random_429_and_503_give_the_same_exact_end_state(db, settings, emulator, caplog) -> None:
     caplog.set_level("WARNING", logger="qbsync.qbo")
     realm = connect_realm(db, settings, emulator, customers=60, items=10, invoices=2100, estimates=20)
     emulator.admin.configure(fail_rate_429=0.1, fail_rate_503=0.1, seed=7)
@@ -266,7 +157,8 @@ def test_random_429_and_503_give_the_same_exact_end_state(db, settings, emulator
     assert_exact(db, emulator, realm)
 
 
-def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, settings, emulator) -> None:  # noqa: ANN001
+@pytest.mark.slow
+def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=3500, estimates=5)
     pages = {"n": 0}
     lock = threading.Lock()
@@ -291,7 +183,7 @@ def test_access_token_expiring_between_pages_costs_exactly_one_refresh(db, setti
         assert conn.execute("SELECT count(*) FROM quickbooks.invoices").fetchone()[0] == 3500
 
 
-def test_a_realm_needing_reauth_is_skipped_with_a_reason(db, settings, emulator) -> None:  # noqa: ANN001
+def test_a_realm_needing_reauth_is_skipped_with_a_reason(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=3, estimates=1)
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.tokens SET status = 'needs_reauth', last_error = 'invalid_grant'"
@@ -306,7 +198,7 @@ def test_a_realm_needing_reauth_is_skipped_with_a_reason(db, settings, emulator)
     assert all(s == "skipped" and e for s, e in runs) and errors >= 1
 
 
-def test_one_failing_entity_does_not_stop_the_others_nor_move_its_cursor(db, settings, emulator) -> None:  # noqa: ANN001
+def test_one_failing_entity_does_not_stop_the_others_nor_move_its_cursor(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=10, estimates=3)
     assert ok(sync_realm(db, settings, realm))
     with db.transaction() as conn:
@@ -328,7 +220,7 @@ def test_one_failing_entity_does_not_stop_the_others_nor_move_its_cursor(db, set
     assert_exact(db, emulator, realm)
 
 
-def test_full_resync_reconciles_rows_missing_from_the_listing(db, settings, emulator) -> None:  # noqa: ANN001
+def test_full_resync_reconciles_rows_missing_from_the_listing(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=20, estimates=3)
     assert ok(sync_realm(db, settings, realm))
     with db.transaction() as conn:  # a row QBO does not have (e.g. a delete whose CDC event was lost)
@@ -343,7 +235,8 @@ def test_full_resync_reconciles_rows_missing_from_the_listing(db, settings, emul
     assert_exact(db, emulator, realm)
 
 
-def test_a_database_outage_mid_run_raises_and_never_moves_the_cursor(settings, emulator, pg_server,  # noqa: ANN001
+@pytest.mark.slow
+def test_a_database_outage_mid_run_raises_and_never_moves_the_cursor(settings, emulator, pg_server,
                                                                     database_url) -> None:
     db = Database(database_url, max_size=8, timeout=2)  # fail fast while PostgreSQL is away
     try:
@@ -352,7 +245,7 @@ def test_a_database_outage_mid_run_raises_and_never_moves_the_cursor(settings, e
         db.close()
 
 
-def _outage_scenario(db, settings, emulator, pg_server) -> None:  # noqa: ANN001
+def _outage_scenario(db, settings, emulator, pg_server) -> None:
     realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=3200, estimates=3)
     with db.transaction() as conn:
         name = conn.execute("SELECT current_database()").fetchone()[0]
@@ -384,7 +277,7 @@ def _outage_scenario(db, settings, emulator, pg_server) -> None:  # noqa: ANN001
     assert_exact(db, emulator, realm)
 
 
-def _recording_factory(db, settings, realm: str, log: list[tuple[str, int]]):  # noqa: ANN001, ANN202
+def _recording_factory(db, settings, realm: str, log: list[tuple[str, int]]):
     """Clients whose every query is recorded as (statement, body bytes)."""
     from urllib.parse import parse_qs, urlsplit
 
@@ -403,7 +296,8 @@ def _recording_factory(db, settings, realm: str, log: list[tuple[str, int]]):  #
     return factory
 
 
-def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings, emulator) -> None:  # noqa: ANN001
+@pytest.mark.slow
+def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=8000, estimates=3)
     full_log: list[tuple[str, int]] = []
     assert ok(sync_realm(db, settings, realm, client_factory=_recording_factory(db, settings, realm, full_log)))
@@ -454,7 +348,7 @@ def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings
     assert_exact(db, emulator, realm)
 
 
-def test_a_refresh_token_rejected_during_a_sync_is_recorded_by_sync(db, settings, emulator) -> None:  # noqa: ANN001
+def test_a_refresh_token_rejected_during_a_sync_is_recorded_by_sync(db, settings, emulator) -> None:
     """The sync's refresh goes through the one token path, and its failure is labelled `sync`."""
     realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=3, estimates=1)
     emulator.admin.expire_access_tokens(realm)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from test_sync import assert_exact, connect_realm, data_calls, ok
+from support.realms import assert_exact, connect_realm, data_calls, ok
 
 from services.intuit.client import parse_qbo_time
 from services.sync.apply import process_inbox
@@ -21,18 +21,18 @@ def event(realm: str, entity: str, ident: str, op: str, when: str | None, delete
                       payload={"test": True}, raw_time=when)
 
 
-def store(db, events: list[InboxEvent]) -> None:  # noqa: ANN001
+def store(db, events: list[InboxEvent]) -> None:
     with db.transaction() as conn:
         store_events(conn, events)
 
 
-def statuses(db, realm: str) -> list[tuple]:  # noqa: ANN001
+def statuses(db, realm: str) -> list[tuple]:
     with db.transaction() as conn:
         return conn.execute("SELECT status, count(*) FROM quickbooks.webhook_inbox WHERE realm_id = %s"
                             " GROUP BY status ORDER BY status", (realm,)).fetchall()
 
 
-def test_create_update_delete_void_merge_events_are_applied_once(db, settings, emulator) -> None:  # noqa: ANN001
+def test_create_update_delete_void_merge_events_are_applied_once(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=20, items=5, invoices=20, estimates=3)
     assert ok(sync_realm(db, settings, realm))
     admin = emulator.admin
@@ -78,7 +78,7 @@ def test_create_update_delete_void_merge_events_are_applied_once(db, settings, e
     assert sum(data_calls(emulator, realm).values()) == 0
 
 
-def test_a_single_delete_is_confirmed_by_read_before_marking(db, settings, emulator) -> None:  # noqa: ANN001
+def test_a_single_delete_is_confirmed_by_read_before_marking(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=10, items=5, invoices=10, estimates=3)
     assert ok(sync_realm(db, settings, realm))
     invoices = emulator.admin.entities(realm, "Invoice")
@@ -96,7 +96,7 @@ def test_a_single_delete_is_confirmed_by_read_before_marking(db, settings, emula
     assert_exact(db, emulator, realm)
 
 
-def test_failures_are_retried_with_backoff_and_recorded(db, settings, emulator) -> None:  # noqa: ANN001
+def test_failures_are_retried_with_backoff_and_recorded(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=3, estimates=1)
     store(db, [event(realm, "Customer", "1", "Update", None)])
     emulator.admin.configure(fail_rate_503=1.0)
@@ -118,7 +118,7 @@ def test_failures_are_retried_with_backoff_and_recorded(db, settings, emulator) 
     assert statuses(db, realm) == [("processed", 1)]
 
 
-def test_events_for_a_realm_without_usable_tokens_fail_with_the_reason(db, settings, emulator) -> None:  # noqa: ANN001
+def test_events_for_a_realm_without_usable_tokens_fail_with_the_reason(db, settings, emulator) -> None:
     realm = connect_realm(db, settings, emulator, customers=5, items=2, invoices=3, estimates=1)
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.tokens SET status = 'needs_reauth' WHERE realm_id = %s", (realm,))

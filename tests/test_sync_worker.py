@@ -10,8 +10,9 @@ import time
 import uuid
 from pathlib import Path
 
-from support import realm_synced, request_status, stop_process, wait_for
-from test_sync import assert_exact, connect_realm
+import pytest
+from support import stop_process, wait_for
+from support.realms import assert_exact, connect_realm, realm_synced, request_status
 
 from services.intuit.client import parse_qbo_time
 from services.sync.engine import enqueue_sync_request
@@ -23,7 +24,7 @@ def qbsync(env: dict[str, str], cwd: Path, *args: str, timeout: float = 120) -> 
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_sync_once_exits_0_on_success_and_1_when_an_entity_fails(db, settings, emulator, qbsync_env,  # noqa: ANN001
+def test_sync_once_exits_0_on_success_and_1_when_an_entity_fails(db, settings, emulator, qbsync_env,
                                                                  tmp_path) -> None:
     realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
     done = qbsync(qbsync_env, tmp_path, "sync", "--once", "--realm-id", realm)
@@ -40,7 +41,8 @@ def test_sync_once_exits_0_on_success_and_1_when_an_entity_fails(db, settings, e
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "Payment" in bad.stderr
 
 
-def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, emulator, qbsync_env,  # noqa: ANN001
+@pytest.mark.slow
+def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, emulator, qbsync_env,
                                                                  tmp_path) -> None:
     realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "sync"], env=qbsync_env, cwd=tmp_path,
@@ -81,7 +83,8 @@ def test_worker_applies_inbox_runs_requests_and_stops_on_sigterm(db, settings, e
             proc.wait()
 
 
-def test_sync_once_from_another_shell_while_the_worker_runs(db, settings, emulator, qbsync_env,  # noqa: ANN001
+@pytest.mark.slow
+def test_sync_once_from_another_shell_while_the_worker_runs(db, settings, emulator, qbsync_env,
                                                             tmp_path) -> None:
     """Both write the same realm at once; per-(realm, entity) locks keep the end state exact."""
     realm = connect_realm(db, settings, emulator, customers=40, items=8, invoices=60, estimates=10)

@@ -72,7 +72,7 @@ def quickbooks(server: EmulatorServer, client: AuthClient, realm: str) -> QuickB
     return qb
 
 
-def test_intuitlib_discovers_the_emulator_and_runs_the_whole_token_life(intuit) -> None:  # noqa: ANN001
+def test_intuitlib_discovers_the_emulator_and_runs_the_whole_token_life(intuit) -> None:
     server, realm = intuit
     client = auth_client(server)
     assert client.token_endpoint == f"{server.url}/oauth2/v1/tokens/bearer"
@@ -97,7 +97,7 @@ def test_intuitlib_discovers_the_emulator_and_runs_the_whole_token_life(intuit) 
     assert wrong.value.status_code == 401
 
 
-def test_python_quickbooks_lists_filters_counts_gets_and_pages(intuit) -> None:  # noqa: ANN001
+def test_python_quickbooks_lists_filters_counts_gets_and_pages(intuit) -> None:
     server, realm = intuit
     admin = server.admin
     qb = quickbooks(server, connected(server, realm), realm)
@@ -127,7 +127,7 @@ def test_python_quickbooks_lists_filters_counts_gets_and_pages(intuit) -> None: 
     assert seen == [o["Id"] for o in invoices] and position == 201
 
 
-def test_python_quickbooks_change_data_capture(intuit) -> None:  # noqa: ANN001
+def test_python_quickbooks_change_data_capture(intuit) -> None:
     server, realm = intuit
     admin = server.admin
     qb = quickbooks(server, connected(server, realm), realm)
@@ -145,7 +145,7 @@ def test_python_quickbooks_change_data_capture(intuit) -> None:  # noqa: ANN001
     assert old.value.error_code == 2010 and "older than fixed days" in old.value.detail
 
 
-def test_faults_reach_python_quickbooks_as_its_own_exceptions(intuit) -> None:  # noqa: ANN001
+def test_faults_reach_python_quickbooks_as_its_own_exceptions(intuit) -> None:
     server, realm = intuit
     admin = server.admin
     qb = quickbooks(server, connected(server, realm), realm)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
 import requests
 
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_VERIFIER_TOKEN
@@ -17,6 +18,7 @@ QBSYNC = [sys.executable, "-m", "services.cli"]
 WRONG_SECRET = "wrong-client-secret-7f3a9c"
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_output_errors_events_or_status(db, emulator, qbsync_env, tmp_path):
     env = {**qbsync_env, "LOG_LEVEL": "DEBUG"}
     transcript: list[str] = []

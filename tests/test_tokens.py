@@ -6,6 +6,7 @@ import dataclasses
 from datetime import timedelta
 
 import pytest
+from support.realms import create_realm_with_tokens
 
 from services.core.config import load_settings
 from services.core.errors import InvalidClient, NeedsReauth, TransportError
@@ -13,19 +14,9 @@ from services.tokens.vault import (
     TokenRow,
     access_token_for,
     active_realms,
-    add_tokens,
     read_token,
     refresh_realm,
 )
-
-
-def seed_realm(db, settings, emulator, *, access_expires_in: int = 3600, name: str | None = None) -> tuple[str, dict]:
-    """A realm in the emulator whose current tokens are stored in the database (as `token add` would)."""
-    realm_id = emulator.admin.create_realm(company_name=name, customers=0, items=0, invoices=0, estimates=0)
-    issued = emulator.admin.issue_tokens(realm_id, access_expires_in=access_expires_in)
-    add_tokens(db, settings, realm_id, issued["refresh_token"], access_token=issued["access_token"],
-               expires_in=access_expires_in)
-    return realm_id, issued
 
 
 def token_row(db, realm_id: str) -> TokenRow:
@@ -40,7 +31,7 @@ def refresh_calls(emulator, realm_id: str) -> int:
 
 
 def test_refresh_stores_the_rotated_token_and_measures_expiry_from_before_the_post(db, settings, emulator):
-    realm_id, issued = seed_realm(db, settings, emulator, access_expires_in=300)
+    realm_id, issued = create_realm_with_tokens(db, settings, emulator, access_expires_in=300)
     emulator.admin.configure(latency_ms=400)
     with db.transaction() as conn:
         before = conn.execute("SELECT clock_timestamp()").fetchone()[0]
@@ -68,7 +59,7 @@ def test_refresh_stores_the_rotated_token_and_measures_expiry_from_before_the_po
 
 def test_intuits_same_refresh_token_for_a_day_is_kept_and_rotation_after_it_is_stored(db, settings, emulator):
     emulator.admin.configure(refresh_token_reuse_seconds=86400)  # Intuit's cadence (the suite runs strict)
-    realm_id, issued = seed_realm(db, settings, emulator, access_expires_in=300)
+    realm_id, issued = create_realm_with_tokens(db, settings, emulator, access_expires_in=300)
     same = refresh_realm(db, settings, realm_id, reason="test")
     row = token_row(db, realm_id)
     assert same.refreshed and row.refresh_token == issued["refresh_token"]  # Intuit sent the same one back
@@ -83,7 +74,7 @@ def test_intuits_same_refresh_token_for_a_day_is_kept_and_rotation_after_it_is_s
 
 
 def test_a_fresh_token_is_not_refreshed_unless_forced(db, settings, emulator):
-    realm_id, _ = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     refresh_realm(db, settings, realm_id, force=True)  # now refreshed recently and an hour left
     assert refresh_calls(emulator, realm_id) == 1
 
@@ -98,7 +89,7 @@ def test_a_fresh_token_is_not_refreshed_unless_forced(db, settings, emulator):
 
 
 def test_a_refresh_token_unused_for_24_hours_is_refreshed(db, settings, emulator):
-    realm_id, _ = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     refresh_realm(db, settings, realm_id, force=True)
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.tokens SET last_refreshed_at = now() - interval '25 hours'"
@@ -108,7 +99,7 @@ def test_a_refresh_token_unused_for_24_hours_is_refreshed(db, settings, emulator
 
 
 def test_stale_access_token_refreshes_once_then_reuses(db, settings, emulator):
-    realm_id, issued = seed_realm(db, settings, emulator)
+    realm_id, issued = create_realm_with_tokens(db, settings, emulator)
     first = refresh_realm(db, settings, realm_id, stale_access_token=issued["access_token"], reason="401")
     assert first.refreshed
     # A second caller that saw the same rejected token finds it already replaced.
@@ -119,7 +110,7 @@ def test_stale_access_token_refreshes_once_then_reuses(db, settings, emulator):
 
 
 def test_invalid_grant_marks_needs_reauth_records_it_and_stops_calling(db, settings, emulator):
-    realm_id, _ = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     emulator.admin.invalidate_refresh_tokens(realm_id)
 
     with pytest.raises(NeedsReauth):
@@ -145,7 +136,7 @@ def test_invalid_grant_marks_needs_reauth_records_it_and_stops_calling(db, setti
 
 
 def test_invalid_client_is_a_configuration_error_and_keeps_the_tokens(db, settings, emulator, qbsync_env):
-    realm_id, issued = seed_realm(db, settings, emulator)
+    realm_id, issued = create_realm_with_tokens(db, settings, emulator)
     wrong = load_settings({**qbsync_env, "QBO_CLIENT_SECRET": "not-the-secret-123"}, dotenv=False)
 
     with pytest.raises(InvalidClient) as caught:
@@ -161,7 +152,7 @@ def test_invalid_client_is_a_configuration_error_and_keeps_the_tokens(db, settin
 
 
 def test_an_unreachable_token_endpoint_is_retriable_and_changes_nothing(db, settings, emulator, qbsync_env):
-    realm_id, issued = seed_realm(db, settings, emulator)
+    realm_id, issued = create_realm_with_tokens(db, settings, emulator)
     import socket
 
     with socket.socket() as s:  # a port nothing listens on
@@ -179,7 +170,7 @@ def test_an_unreachable_token_endpoint_is_retriable_and_changes_nothing(db, sett
 
 
 def test_access_token_for_returns_a_fresh_token_and_refreshes_a_dying_one(db, settings, emulator):
-    realm_id, issued = seed_realm(db, settings, emulator)
+    realm_id, issued = create_realm_with_tokens(db, settings, emulator)
     assert access_token_for(db, settings, realm_id) == (issued["access_token"], "")
     assert refresh_calls(emulator, realm_id) == 0
 
@@ -192,7 +183,7 @@ def test_access_token_for_returns_a_fresh_token_and_refreshes_a_dying_one(db, se
 
 
 def test_access_token_for_refuses_a_disconnected_realm(db, settings, emulator):
-    realm_id, _ = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.tokens SET status = 'disconnected', is_active = false WHERE realm_id = %s",
                      (realm_id,))
@@ -203,7 +194,7 @@ def test_access_token_for_refuses_a_disconnected_realm(db, settings, emulator):
 
 
 def test_token_add_fetches_the_company_name_when_the_access_token_works(db, settings, emulator):
-    realm_id, _ = seed_realm(db, settings, emulator, name="Brasserie L'Écluse")
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator, company_name="Brasserie L'Écluse")
     with db.transaction() as conn:
         name, raw = conn.execute("SELECT name, raw FROM quickbooks.companies WHERE id = %s", (realm_id,)).fetchone()
     assert name == "Brasserie L'Écluse"
@@ -211,7 +202,7 @@ def test_token_add_fetches_the_company_name_when_the_access_token_works(db, sett
 
 
 def test_token_rows_and_results_never_show_tokens(db, settings, emulator):
-    realm_id, _ = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     result = refresh_realm(db, settings, realm_id, force=True)
     row = token_row(db, realm_id)
     for shown in (repr(row), str(row), repr(result), str(result)):

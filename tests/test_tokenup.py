@@ -13,20 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from support import wait_for
+from support.realms import create_realm_with_tokens
 
 from services.core.worker import Stop
-from services.tokens.vault import add_tokens, read_token, refresh_realm
+from services.tokens.vault import read_token, refresh_realm
 from services.tokens.worker import TokenWorker
 
 QBSYNC = [sys.executable, "-m", "services.cli"]
-
-
-def seed_realm(db, settings, emulator, *, access_expires_in: int = 3600) -> str:
-    realm_id = emulator.admin.create_realm(customers=0, items=0, invoices=0, estimates=0)
-    issued = emulator.admin.issue_tokens(realm_id, access_expires_in=access_expires_in)
-    add_tokens(db, settings, realm_id, issued["refresh_token"], access_token=issued["access_token"],
-               expires_in=access_expires_in)
-    return realm_id
 
 
 def stored_refresh_token(db, realm_id: str) -> str:
@@ -58,8 +51,8 @@ def qbsync_waiters(database_url: str, *, state: str | None = None) -> int:
 
 
 def test_tokenup_once_refreshes_a_token_that_expires_in_five_minutes(db, settings, emulator, qbsync_env, tmp_path):
-    due = seed_realm(db, settings, emulator, access_expires_in=300)
-    fresh = seed_realm(db, settings, emulator)  # just stored: not idle
+    due, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=300)
+    fresh, _ = create_realm_with_tokens(db, settings, emulator)  # just stored: not idle
 
     run = subprocess.run([*QBSYNC, "tokenup", "--once"], env=qbsync_env, cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
@@ -98,9 +91,10 @@ def test_a_token_just_added_is_not_idle_until_24_h_after_it_was_stored(db, emula
     assert "unused for 24 h" in later.stdout
 
 
+@pytest.mark.slow
 def test_eight_simultaneous_refreshes_make_exactly_one_call(db, settings, emulator, qbsync_env, database_url,
                                                             tmp_path):
-    realm_id = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     emulator.admin.configure(grace_seconds=0)  # a superseded refresh token dies at once
     holder = psycopg.connect(database_url)
     procs: list[subprocess.Popen] = []
@@ -155,9 +149,10 @@ def _go(proc: subprocess.Popen) -> None:
     proc.stdin.flush()
 
 
+@pytest.mark.slow
 def test_kill_9_anywhere_in_a_refresh_never_loses_the_newest_token(db, settings, emulator, qbsync_env, database_url,
                                                                    tmp_path):
-    realm_id = seed_realm(db, settings, emulator)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator)
     emulator.admin.configure(latency_ms=120)  # widens the window in which the POST is in flight
     rng = random.Random(20261122)
     random_kills = window_kills = 0
@@ -176,7 +171,7 @@ def test_kill_9_anywhere_in_a_refresh_never_loses_the_newest_token(db, settings,
             child, nxt = nxt, _spawn_child(qbsync_env, tmp_path, realm_id)
             children.append(nxt)
             _go(child)
-            time.sleep(rng.uniform(0.0, 0.2))
+            time.sleep(rng.uniform(0.0, 0.2))  # kept: the random moment of the kill is the trial itself
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=10)
             if child.stdout.read().strip() == "done":
@@ -210,8 +205,8 @@ def test_kill_9_anywhere_in_a_refresh_never_loses_the_newest_token(db, settings,
 
 def test_invalid_grant_marks_one_realm_and_the_pass_still_refreshes_the_other(db, settings, emulator, qbsync_env,
                                                                               tmp_path):
-    broken = seed_realm(db, settings, emulator, access_expires_in=60)
-    healthy = seed_realm(db, settings, emulator, access_expires_in=60)
+    broken, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=60)
+    healthy, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=60)
     emulator.admin.invalidate_refresh_tokens(broken)
 
     run = subprocess.run([*QBSYNC, "tokenup", "--once"], env=qbsync_env, cwd=tmp_path, capture_output=True,
@@ -233,8 +228,9 @@ def test_invalid_grant_marks_one_realm_and_the_pass_still_refreshes_the_other(db
     assert refresh_calls(emulator, broken) == calls
 
 
+@pytest.mark.slow
 def test_invalid_client_is_reported_and_tokenup_stays_up(db, settings, emulator, qbsync_env, tmp_path):
-    realm_id = seed_realm(db, settings, emulator, access_expires_in=60)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=60)
     env = {**qbsync_env, "QBO_CLIENT_SECRET": "wrong-secret-for-test"}
     err_path = tmp_path / "err.log"
     with open(err_path, "w") as err:
@@ -246,7 +242,7 @@ def test_invalid_client_is_reported_and_tokenup_stays_up(db, settings, emulator,
                                     " AND realm_id = %s", (realm_id,)).fetchone()[0]
 
         wait_for(recorded, 30, "the invalid_client error row")
-        time.sleep(3)  # three check intervals: still alive, and not retrying every second
+        time.sleep(3)  # kept: three check intervals pass on purpose: still alive, and not retrying every second
         assert proc.poll() is None
         assert recorded() == 1
         proc.send_signal(signal.SIGTERM)
@@ -260,7 +256,7 @@ def test_invalid_client_is_reported_and_tokenup_stays_up(db, settings, emulator,
 
 def test_sigterm_lets_the_refresh_in_flight_finish_and_exits_0(db, settings, emulator, qbsync_env, database_url,
                                                                tmp_path):
-    realm_id = seed_realm(db, settings, emulator, access_expires_in=60)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=60)
     emulator.admin.configure(latency_ms=1500)
     proc = subprocess.Popen([*QBSYNC, "tokenup"], env=qbsync_env, cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -295,7 +291,7 @@ def test_tokenup_survives_an_unreachable_database(qbsync_env, tmp_path):
 
 def test_hard_expiry_warnings_are_recorded_once_each(db, settings, emulator, caplog):
     emulator.admin.configure(hard_expires_in=20 * 86400)  # this company's token dies for good in 20 days
-    realm_id = seed_realm(db, settings, emulator, access_expires_in=60)
+    realm_id, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=60)
     worker = TokenWorker(db, settings)
 
     first = worker.run_pass(Stop())

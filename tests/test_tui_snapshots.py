@@ -6,12 +6,11 @@ Regenerate after an intended visual change: `.venv/bin/python -m pytest tests/te
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
 import time_machine
-from test_tui_support import console_settings, seed_console_state
+from support.console import console_settings, pilot_wait_for, seed_console_state
 
 from db.connection import Database
 from tui.app import QBSyncApp
@@ -21,11 +20,7 @@ SIZE = (80, 24)
 
 
 async def _first_poll(app: QBSyncApp, pilot: Any) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
-    while app.polls < 1:
-        assert loop.time() < deadline, "no poll within 15 s"
-        await pilot.pause(0.05)
+    await pilot_wait_for(pilot, lambda: app.polls >= 1, "the first poll", 15)
     await pilot.pause()
 
 
@@ -36,7 +31,7 @@ def _app(db: Database, database_url: str, tmp_path: Any) -> QBSyncApp:
                      poll_interval_s=3600)
 
 
-def test_snapshot_overview(snap_compare, db, database_url, tmp_path) -> None:  # noqa: ANN001
+def test_snapshot_overview(snap_compare, db, database_url, tmp_path) -> None:
     app = _app(db, database_url, tmp_path)
 
     async def ready(pilot: Any) -> None:
@@ -46,7 +41,7 @@ def test_snapshot_overview(snap_compare, db, database_url, tmp_path) -> None:  #
         assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
-def test_snapshot_needs_reauth_selected(snap_compare, db, database_url, tmp_path) -> None:  # noqa: ANN001
+def test_snapshot_needs_reauth_selected(snap_compare, db, database_url, tmp_path) -> None:
     app = _app(db, database_url, tmp_path)
 
     async def ready(pilot: Any) -> None:
@@ -58,7 +53,7 @@ def test_snapshot_needs_reauth_selected(snap_compare, db, database_url, tmp_path
         assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
-def test_snapshot_error_details(snap_compare, db, database_url, tmp_path) -> None:  # noqa: ANN001
+def test_snapshot_error_details(snap_compare, db, database_url, tmp_path) -> None:
     app = _app(db, database_url, tmp_path)
 
     async def ready(pilot: Any) -> None:
@@ -71,7 +66,7 @@ def test_snapshot_error_details(snap_compare, db, database_url, tmp_path) -> Non
         assert snap_compare(app, terminal_size=SIZE, run_before=ready)
 
 
-def test_snapshot_database_unreachable(snap_compare, tmp_path) -> None:  # noqa: ANN001
+def test_snapshot_database_unreachable(snap_compare, tmp_path) -> None:
     down = Database("postgresql://postgres@127.0.0.1:9/qbsync", max_size=1)
     settings = console_settings("postgresql://postgres@127.0.0.1:9/qbsync", tmp_path)
     app = QBSyncApp(down, settings, supervisor_socket=tmp_path / "none.sock", poll_interval_s=3600)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from support import wait_for
+
+pytestmark = pytest.mark.slow  # the console in a real tmux terminal
 
 QBSYNC = str(Path(sys.executable).parent / "qbsync")
 ENTITIES = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
@@ -26,17 +27,8 @@ def _tmux() -> str:
     return path
 
 
-def _wait(predicate: Callable[[], bool], what: str, timeout: float, on_fail: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; screen:\n{on_fail()}")
-
-
 def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, emulator, qbsync_env,
-                                                                 tmp_path) -> None:  # noqa: ANN001
+                                                                 tmp_path) -> None:
     tmux = _tmux()
     from services.tokens.vault import add_tokens
 
@@ -65,11 +57,14 @@ def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, e
         result = tmux_cmd("capture-pane", "-p", "-t", "console", check=False)
         return result.stdout
 
+    def screen_dump() -> str:
+        return f"screen:\n{screen()}"
+
     try:
         tmux_cmd("new-session", "-d", "-s", "console", "-x", "100", "-y", "30", "-e", "TERM=xterm-256color",
                  f"{QBSYNC} tui")
-        _wait(lambda: "Tmux Tea Room" in screen() and "Invoice" in screen() and "7m ago" in screen(),
-              "the first paint with data", 30, screen)
+        wait_for(lambda: "Tmux Tea Room" in screen() and "Invoice" in screen() and "7m ago" in screen(), 30,
+                 "the first paint with data", interval=0.2, details=screen_dump)
         text = screen()
         assert "active" in text
         row = next(line for line in text.splitlines() if "Tmux Tea Room" in line)
@@ -81,13 +76,14 @@ def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, e
         assert grant["access_token"] not in text and grant["refresh_token"] not in text
 
         tmux_cmd("send-keys", "-t", "console", "r")
-        _wait(lambda: emulator.admin.request_counts(realm)["token:refresh_token"] >= 1, "a refresh call", 30,
-              screen)
-        _wait(lambda: "token refreshed" in screen(), "the refresh notification", 15, screen)
+        wait_for(lambda: emulator.admin.request_counts(realm)["token:refresh_token"] >= 1, 30, "a refresh call",
+                 interval=0.2, details=screen_dump)
+        wait_for(lambda: "token refreshed" in screen(), 15, "the refresh notification", interval=0.2,
+                 details=screen_dump)
         assert emulator.admin.request_counts(realm)["token:refresh_token"] == 1
 
         tmux_cmd("send-keys", "-t", "console", "q")
-        _wait(lambda: tmux_cmd("has-session", "-t", "console", check=False).returncode != 0,
-              "the console to quit on q", 15, screen)
+        wait_for(lambda: tmux_cmd("has-session", "-t", "console", check=False).returncode != 0, 15,
+                 "the console to quit on q", interval=0.2, details=screen_dump)
     finally:
         tmux_cmd("kill-server", check=False)

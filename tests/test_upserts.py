@@ -6,7 +6,7 @@ import copy
 import json
 from decimal import Decimal
 
-from samples import SAMPLES
+from support.samples import SAMPLES
 
 from db.upserts import (
     apply_objects,
@@ -36,17 +36,17 @@ def newer(obj: dict, seconds_later: str, token: str, **changes: object) -> dict:
     return out
 
 
-def fetch(db, sql: str, *params):  # noqa: ANN001, ANN201
+def fetch(db, sql: str, *params):
     with db.transaction() as conn:
         return conn.execute(sql, params).fetchall()
 
 
-def raw_of(db, table: str, ident: str) -> dict:  # noqa: ANN001
+def raw_of(db, table: str, ident: str) -> dict:
     (text,), = fetch(db, f"SELECT raw::text FROM quickbooks.{table} WHERE realm_id = %s AND id = %s", REALM, ident)
     return json.loads(text, parse_float=Decimal)
 
 
-def test_invoice_columns_lines_and_raw_are_exact(db) -> None:  # noqa: ANN001
+def test_invoice_columns_lines_and_raw_are_exact(db) -> None:
     created = sample("invoice_created_real.json")["Invoice"]
     with db.transaction() as conn:
         result = upsert_objects(conn, INVOICE, REALM, [created, sample("invoice.json")["Invoice"]])
@@ -67,7 +67,7 @@ def test_invoice_columns_lines_and_raw_are_exact(db) -> None:  # noqa: ANN001
                      (1, None, None, "SubTotalLineDetail", Decimal("100.00"), None, None)]
 
 
-def test_same_version_twice_changes_nothing(db) -> None:  # noqa: ANN001
+def test_same_version_twice_changes_nothing(db) -> None:
     obj = sample("estimate.json")["Estimate"]
     with db.transaction() as conn:
         upsert_objects(conn, ESTIMATE, REALM, [obj])
@@ -79,7 +79,7 @@ def test_same_version_twice_changes_nothing(db) -> None:  # noqa: ANN001
     assert fetch(db, "SELECT count(*) FROM quickbooks.estimate_line_items")[0][0] == 3
 
 
-def test_older_version_never_overwrites_newer(db) -> None:  # noqa: ANN001
+def test_older_version_never_overwrites_newer(db) -> None:
     old = sample("invoice_created_real.json")["Invoice"]
     void = newer(old, "2022-09-02T05:58:56-07:00", "1", TotalAmt=Decimal("0"), Balance=Decimal("0"),
                  PrivateNote="Voided", Line=[{"Amount": Decimal("0"), "DetailType": "SubTotalLineDetail",
@@ -94,7 +94,7 @@ def test_older_version_never_overwrites_newer(db) -> None:  # noqa: ANN001
     assert raw_of(db, "invoices", "266") == void
 
 
-def test_equal_time_higher_sync_token_wins_numerically(db) -> None:  # noqa: ANN001
+def test_equal_time_higher_sync_token_wins_numerically(db) -> None:
     base = sample("customer.json")["Customer"]
     t = base["MetaData"]["LastUpdatedTime"]
     nine = newer(base, t, "9", DisplayName="nine")
@@ -108,7 +108,7 @@ def test_equal_time_higher_sync_token_wins_numerically(db) -> None:  # noqa: ANN
     assert fetch(db, "SELECT display_name, sync_token FROM quickbooks.customers") == [("ten", "10")]
 
 
-def test_inactivation_is_an_update_not_a_delete(db) -> None:  # noqa: ANN001
+def test_inactivation_is_an_update_not_a_delete(db) -> None:
     base = sample("customer.json")["Customer"]
     with db.transaction() as conn:
         upsert_objects(conn, CUSTOMER, REALM, [base])
@@ -116,7 +116,7 @@ def test_inactivation_is_an_update_not_a_delete(db) -> None:  # noqa: ANN001
     assert fetch(db, "SELECT active, deleted_at FROM quickbooks.customers") == [(False, None)]
 
 
-def test_deletes_keep_rows_and_respect_versions(db) -> None:  # noqa: ANN001
+def test_deletes_keep_rows_and_respect_versions(db) -> None:
     obj = sample("invoice_created_real.json")["Invoice"]  # updated 2020-09-29T05:58:07-07:00
     with db.transaction() as conn:
         upsert_objects(conn, INVOICE, REALM, [obj])
@@ -137,7 +137,7 @@ def test_deletes_keep_rows_and_respect_versions(db) -> None:  # noqa: ANN001
     assert fetch(db, "SELECT deleted_at FROM quickbooks.invoices") == [(None,)]
 
 
-def test_delete_of_unknown_id_leaves_tombstone_that_blocks_older_copies(db) -> None:  # noqa: ANN001
+def test_delete_of_unknown_id_leaves_tombstone_that_blocks_older_copies(db) -> None:
     obj = sample("invoice.json")["Invoice"]  # updated 2015-08-10
     with db.transaction() as conn:
         mark_deleted(conn, INVOICE, REALM, [(obj["Id"], "2016-01-01T00:00:00Z")])
@@ -146,7 +146,7 @@ def test_delete_of_unknown_id_leaves_tombstone_that_blocks_older_copies(db) -> N
     assert deleted_at is not None
 
 
-def test_merge_marks_merged_away_row(db) -> None:  # noqa: ANN001
+def test_merge_marks_merged_away_row(db) -> None:
     customers = sample("query_response_customers.json")["QueryResponse"]["Customer"]
     with db.transaction() as conn:
         assert upsert_objects(conn, CUSTOMER, REALM, customers).written == len(customers) == 41
@@ -157,7 +157,7 @@ def test_merge_marks_merged_away_row(db) -> None:  # noqa: ANN001
     assert rows == [("2", "1", True)]
 
 
-def test_reconcile_marks_missing_rows_deleted(db) -> None:  # noqa: ANN001
+def test_reconcile_marks_missing_rows_deleted(db) -> None:
     customers = sample("query_response_customers.json")["QueryResponse"]["Customer"]
     with db.transaction() as conn:
         upsert_objects(conn, CUSTOMER, REALM, customers)
@@ -166,7 +166,7 @@ def test_reconcile_marks_missing_rows_deleted(db) -> None:  # noqa: ANN001
     assert fetch(db, "SELECT id FROM quickbooks.customers WHERE deleted_at IS NOT NULL ORDER BY id") == [("3",), ("7",)]
 
 
-def test_batch_with_duplicates_keeps_newest_per_id(db) -> None:  # noqa: ANN001
+def test_batch_with_duplicates_keeps_newest_per_id(db) -> None:
     base = sample("customer.json")["Customer"]
     later = newer(base, "2017-01-01T00:00:00-07:00", "2", DisplayName="Dukes Basketball Camp \u00e9t\u00e9")
     with db.transaction() as conn:
@@ -175,7 +175,7 @@ def test_batch_with_duplicates_keeps_newest_per_id(db) -> None:  # noqa: ANN001
     assert fetch(db, "SELECT display_name FROM quickbooks.customers") == [("Dukes Basketball Camp \u00e9t\u00e9",)]
 
 
-def test_cdc_sample_estimates_apply(db) -> None:  # noqa: ANN001
+def test_cdc_sample_estimates_apply(db) -> None:
     body = sample("cdc_response.json")
     estimates = [o for qr in body["CDCResponse"][0]["QueryResponse"] for o in qr.get("Estimate", [])]
     with db.transaction() as conn:
@@ -187,7 +187,7 @@ def test_cdc_sample_estimates_apply(db) -> None:  # noqa: ANN001
         assert n == len(obj["Line"])
 
 
-def test_company_upsert_keeps_environment_and_newer_wins(db) -> None:  # noqa: ANN001
+def test_company_upsert_keeps_environment_and_newer_wins(db) -> None:
     info = sample("companyinfo.json")["CompanyInfo"]
     with db.transaction() as conn:
         conn.execute("INSERT INTO quickbooks.companies (id, environment) VALUES (%s, 'sandbox')", (REALM,))
@@ -207,7 +207,7 @@ def test_dump_raw_writes_decimals_with_their_digits() -> None:
     assert json.loads(text, parse_float=Decimal) == obj
 
 
-def test_text_with_backslashes_tabs_quotes_and_newlines_round_trips(db) -> None:  # noqa: ANN001
+def test_text_with_backslashes_tabs_quotes_and_newlines_round_trips(db) -> None:
     base = sample("customer.json")["Customer"]
     odd = newer(base, "2017-01-01T00:00:00Z", "2", DisplayName='C:\\dir\t"q"\nline2 \u00e9\u4e2d\\n')
     with db.transaction() as conn:
@@ -225,12 +225,12 @@ def page_of(entity: str, *objects: dict, extra: bytes = b"") -> bytes:
             + str(len(objects)).encode() + b"}" + extra + b',"time":"2026-11-22T06:03:53.903-08:00"}')
 
 
-def lines_of(db, ident: str) -> list[tuple]:  # noqa: ANN001
+def lines_of(db, ident: str) -> list[tuple]:
     return fetch(db, "SELECT position, line_id, amount::text, qty::text, unit_price::text FROM quickbooks.invoice_line_items"
                  " WHERE realm_id = %s AND invoice_id = %s ORDER BY position", REALM, ident)
 
 
-def test_page_columns_lines_and_raw_equal_the_served_json(db) -> None:  # noqa: ANN001
+def test_page_columns_lines_and_raw_equal_the_served_json(db) -> None:
     created = sample("invoice_created_real.json")["Invoice"]
     other = sample("invoice.json")["Invoice"]
     body = page_of("Invoice", created, other)
@@ -254,13 +254,13 @@ def test_page_columns_lines_and_raw_equal_the_served_json(db) -> None:  # noqa: 
 SYNCED_AT = 17  # quickbooks.invoices column index of synced_at (checked below)
 
 
-def test_synced_at_index_matches_the_table(db) -> None:  # noqa: ANN001
+def test_synced_at_index_matches_the_table(db) -> None:
     with db.transaction() as conn:
         cols = [c.name for c in conn.execute("SELECT * FROM quickbooks.invoices LIMIT 0").description]
     assert cols[SYNCED_AT] == "synced_at"
 
 
-def test_page_newer_wins_replaces_lines_and_claims_repeated_ids(db) -> None:  # noqa: ANN001
+def test_page_newer_wins_replaces_lines_and_claims_repeated_ids(db) -> None:
     base = sample("invoice_created_real.json")["Invoice"]
     ident = base["Id"]
     with db.transaction() as conn:
@@ -297,7 +297,7 @@ def test_page_newer_wins_replaces_lines_and_claims_repeated_ids(db) -> None:  # 
     assert stale.written == 0 and raw_of(db, "invoices", ident) == changed and len(lines_of(db, ident)) == 1
 
 
-def test_page_with_an_unexpected_key_case_and_text_escapes(db) -> None:  # noqa: ANN001
+def test_page_with_an_unexpected_key_case_and_text_escapes(db) -> None:
     base = sample("customer.json")["Customer"]
     odd = newer(base, "2017-01-01T00:00:00Z", "2", DisplayName='C:\\dir\t"q"\nline2 \u00e9\u4e2d\\n')
     with db.transaction() as conn:

@@ -13,7 +13,8 @@ import requests
 from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from samples import SAMPLES
+from support import wait_for
+from support.samples import SAMPLES
 
 from db.connection import Database
 from services.core.config import load_settings
@@ -343,24 +344,22 @@ def test_stop_lets_the_request_in_flight_commit_and_answer(receiver: Receiver, d
         blocker.execute("LOCK TABLE quickbooks.webhook_inbox IN ACCESS EXCLUSIVE MODE")
         poster = threading.Thread(target=lambda: answers.append(receiver.post(body)))
         poster.start()
-        for _ in range(200):  # until the receiver's INSERT waits on our lock
-            waiting = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                      " AND datname = current_database()").fetchone()[0]
-            if waiting:
-                break
-            threading.Event().wait(0.05)
+
+        def lock_waiters() -> int:
+            return watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                   " AND datname = current_database()").fetchone()[0]
+        waiting = wait_for(lock_waiters, 10, "the receiver's INSERT to wait on our lock")
         assert waiting == 1
         stopper = threading.Thread(target=receiver.server.stop)
         stopper.start()
-        refused = False
-        for _ in range(100):  # soon no longer accepting
+
+        def refused() -> bool:
             try:
                 requests.get(receiver.base + "/healthz", timeout=5)
             except requests.ConnectionError:
-                refused = True
-                break
-            threading.Event().wait(0.05)
-        assert refused
+                return True
+            return False
+        wait_for(refused, 10, "the stopping receiver to refuse connections")  # soon no longer accepting
         assert poster.is_alive() and stopper.is_alive()  # the stop waits for the request in flight
         blocker.rollback()  # release the lock: the in-flight request may finish
     poster.join(20)

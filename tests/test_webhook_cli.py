@@ -7,13 +7,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import requests
-from samples import SAMPLES
-from support import free_port
+from support import free_port, get_when_listening
+from support.samples import SAMPLES
 
 from services.webhook.receiver import sign
 
@@ -36,15 +35,7 @@ def test_qbsync_webhook_serves_and_stops_cleanly_on_sigterm(database_url: str, t
         proc = subprocess.Popen([QBSYNC, "webhook"], cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        health = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                health = requests.get(base + "/healthz", timeout=5)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        assert health is not None, err.read_text()
+        health = get_when_listening(base + "/healthz", 30, "the receiver's /healthz", proc=proc, details=err.read_text)
         assert (health.status_code, health.json()) == (200, {"status": "ok"})
         body = (SAMPLES / "webhook_cloudevents_sample_app.json").read_bytes()
         signature = sign(TOKEN, body)

@@ -8,8 +8,9 @@ import warnings
 from pathlib import Path
 
 import psycopg
+import pytest
 import requests
-from samples import SAMPLES
+from support.samples import SAMPLES
 
 from db.connection import Database
 from db.embedded import stop_embedded
@@ -20,7 +21,7 @@ from services.webhook.receiver import ReceiverServer, make_app, sign
 TOKEN = "dbdown-verifier-token"
 
 
-def _start_pg(pgdata: Path):  # noqa: ANN202
+def _start_pg(pgdata: Path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
@@ -28,6 +29,7 @@ def _start_pg(pgdata: Path):  # noqa: ANN202
         return pgserver.get_server(pgdata, cleanup_mode=None)
 
 
+@pytest.mark.slow
 def test_database_down_gives_503_and_the_redelivery_is_accepted_after_it_returns() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="qbwd", dir="/tmp"))  # short: the unix socket lives here
     pgdata = workdir / "pg"

@@ -9,9 +9,10 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 import requests
-from support import free_port, realm_synced, stop_process, wait_for
-from test_sync import connect_realm
+from support import free_port, stop_process, wait_for
+from support.realms import connect_realm, realm_synced
 
 APPLY_WITHIN_S = 10.0
 
@@ -21,7 +22,8 @@ def _start(env: dict[str, str], cwd: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds(  # noqa: ANN001
+@pytest.mark.slow
+def test_emulator_change_reaches_postgres_through_signed_webhooks_within_seconds(
         db, settings, emulator, qbsync_env, tmp_path) -> None:
     realm = connect_realm(db, settings, emulator, customers=12, items=4, invoices=10, estimates=3)
     port = free_port()

@@ -14,7 +14,7 @@ from services.webhook.receiver import ReceiverServer, make_app
 
 
 @pytest.fixture
-def served(db: Database, settings) -> Iterator[str]:  # noqa: ANN001
+def served(db: Database, settings) -> Iterator[str]:
     server = ReceiverServer(make_app(db, settings), "127.0.0.1", 0).start()
     try:
         yield f"http://127.0.0.1:{server.port}"
@@ -23,7 +23,7 @@ def served(db: Database, settings) -> Iterator[str]:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("fmt", ["classic", "cloudevents"])
-def test_emulator_deliveries_are_verified_and_stored_once(emulator, db: Database, served: str, fmt: str) -> None:  # noqa: ANN001
+def test_emulator_deliveries_are_verified_and_stored_once(emulator, db: Database, served: str, fmt: str) -> None:
     admin = emulator.admin
     realm_id = admin.create_realm(customers=5, items=3, invoices=4, estimates=2, seed=3)
     with db.transaction() as conn:
@@ -48,7 +48,7 @@ def test_emulator_deliveries_are_verified_and_stored_once(emulator, db: Database
     assert errors == 0
 
 
-def test_oauth_callback_connects_the_company(emulator, db: Database, settings, served: str) -> None:  # noqa: ANN001
+def test_oauth_callback_connects_the_company(emulator, db: Database, settings, served: str) -> None:
     from services.intuit.oauth import authorization_url
     from services.tokens.connect import create_state
 

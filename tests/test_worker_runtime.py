@@ -51,7 +51,7 @@ def start(tmp_path: Path, mode: str, delay: float) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_line(stream, text: str, timeout: float = 30) -> float:  # noqa: ANN001
+def wait_for_line(stream, text: str, timeout: float = 30) -> float:
     """Read lines until one contains `text`; the monotonic time it was seen."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -64,7 +64,7 @@ def wait_for_line(stream, text: str, timeout: float = 30) -> float:  # noqa: ANN
 
 
 @pytest.fixture
-def procs():  # noqa: ANN201
+def procs():
     started: list[subprocess.Popen] = []
     yield started
     for proc in started:
@@ -73,7 +73,7 @@ def procs():  # noqa: ANN201
             proc.wait()
 
 
-def test_a_runtime_failure_logs_one_line_waits_the_restart_delay_then_exits_1(tmp_path: Path, procs) -> None:  # noqa: ANN001
+def test_a_runtime_failure_logs_one_line_waits_the_restart_delay_then_exits_1(tmp_path: Path, procs) -> None:
     delay = 2.0
     proc = start(tmp_path, "runtime", delay)
     procs.append(proc)
@@ -88,7 +88,7 @@ def test_a_runtime_failure_logs_one_line_waits_the_restart_delay_then_exits_1(tm
     assert f"waiting {delay:.0f} s (restart delay) before exiting" in out
 
 
-def test_sigterm_during_the_restart_delay_exits_at_once(tmp_path: Path, procs) -> None:  # noqa: ANN001
+def test_sigterm_during_the_restart_delay_exits_at_once(tmp_path: Path, procs) -> None:
     delay = 120.0
     proc = start(tmp_path, "runtime", delay)
     procs.append(proc)
@@ -99,7 +99,7 @@ def test_sigterm_during_the_restart_delay_exits_at_once(tmp_path: Path, procs) -
     assert "Traceback" not in err
 
 
-def test_a_configuration_error_exits_2_without_the_delay(tmp_path: Path, procs) -> None:  # noqa: ANN001
+def test_a_configuration_error_exits_2_without_the_delay(tmp_path: Path, procs) -> None:
     proc = start(tmp_path, "config", 120.0)
     procs.append(proc)
     assert proc.wait(timeout=30) == 2  # no restart delay: supervisord counts it towards FATAL
@@ -109,7 +109,7 @@ def test_a_configuration_error_exits_2_without_the_delay(tmp_path: Path, procs) 
     assert "restart delay" not in out
 
 
-def test_a_body_that_returns_on_sigterm_exits_0(tmp_path: Path, procs) -> None:  # noqa: ANN001
+def test_a_body_that_returns_on_sigterm_exits_0(tmp_path: Path, procs) -> None:
     proc = start(tmp_path, "loop", 120.0)
     procs.append(proc)
     wait_for_line(proc.stdout, "body started")

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "qbo" / "samples"
+__all__ = ["SAMPLES"]
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "qbo" / "samples"

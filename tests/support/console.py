@@ -1,19 +1,27 @@
-"""Deterministic console state for the read-model, status and console tests (no tests here).
+"""What the console, `qbsync status` and read-model tests share.
 
-`seed_console_state(conn, now)` inserts companies, tokens, sync_state, sync_runs and errors
-rows directly, with every time relative to `now`, so frozen-time snapshots are stable.
+- `seed_console_state(conn, now)` inserts companies, tokens, sync_state, sync_runs and errors
+  rows directly, with every time relative to `now`, so frozen-time snapshots are stable;
+  `insert_console_realm` inserts one realm's rows the same way.
+- `Supervisord`: a real supervisord with programs in known states; `TcpToUnixProxy`: a database
+  link a test can cut; `console_settings`: settings without the emulator.
+- `pilot_wait_for`: the async `support.wait_for` for Textual Pilot scenarios.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-__all__ = ["HEALTHY_REALM", "REAUTH_REALM", "ACCESS_TOKEN", "REFRESH_TOKEN", "seed_realm", "seed_console_state",
-           "ENTITIES", "Supervisord", "console_settings", "TcpToUnixProxy"]
+from support import wait_for
+
+__all__ = ["HEALTHY_REALM", "REAUTH_REALM", "ACCESS_TOKEN", "REFRESH_TOKEN", "insert_console_realm",
+           "seed_console_state", "ENTITIES", "Supervisord", "console_settings", "TcpToUnixProxy", "pilot_wait_for"]
 
 HEALTHY_REALM = "9130357000000001"
 REAUTH_REALM = "9130357000000002"
@@ -23,15 +31,17 @@ ENTITIES = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
 ROWS = {"CompanyInfo": 1, "Customer": 2345, "Item": 187, "Estimate": 412, "Invoice": 12873}
 
 
-def seed_realm(conn: psycopg.Connection, now: datetime, realm_id: str, name: str | None, *,
-               status: str = "active", environment: str = "production",
-               access_left: timedelta = timedelta(minutes=48), refreshed_ago: timedelta = timedelta(minutes=12),
-               refresh_left: timedelta = timedelta(days=99), hard_left: timedelta = timedelta(days=1500),
-               token_error: str | None = None, synced_ago: timedelta | None = timedelta(minutes=20),
-               run_status: str = "success", run_error: str | None = None,
-               access_token: str = ACCESS_TOKEN, refresh_token: str = REFRESH_TOKEN,
-               entities: tuple[str, ...] = ENTITIES) -> None:
-    """One realm: company, token row and a sync_state + sync_runs row per entity."""
+def insert_console_realm(conn: psycopg.Connection, now: datetime, realm_id: str, name: str | None, *,
+                         status: str = "active", environment: str = "production",
+                         access_left: timedelta = timedelta(minutes=48),
+                         refreshed_ago: timedelta = timedelta(minutes=12),
+                         refresh_left: timedelta = timedelta(days=99), hard_left: timedelta = timedelta(days=1500),
+                         token_error: str | None = None, synced_ago: timedelta | None = timedelta(minutes=20),
+                         run_status: str = "success", run_error: str | None = None,
+                         access_token: str = ACCESS_TOKEN, refresh_token: str = REFRESH_TOKEN,
+                         entities: tuple[str, ...] = ENTITIES) -> None:
+    """One realm inserted directly in SQL (no emulator): company (unless `name` is None), token row,
+    and a sync_state + sync_runs row per entity (none when `synced_ago` is None)."""
     if name is not None:
         conn.execute("INSERT INTO quickbooks.companies (id, name, environment) VALUES (%s, %s, %s)",
                      (realm_id, name, environment))
@@ -62,11 +72,11 @@ def seed_realm(conn: psycopg.Connection, now: datetime, realm_id: str, name: str
 
 def seed_console_state(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
     """A healthy company, a company that needs re-authorization, and three errors."""
-    seed_realm(conn, now, HEALTHY_REALM, "Acme Café & Sons")
-    seed_realm(conn, now, REAUTH_REALM, "O'Brien [bold]Plumbing[/]", status="needs_reauth",
-               token_error="invalid_grant: the refresh token is invalid, expired or revoked",
-               access_left=timedelta(minutes=-30), refreshed_ago=timedelta(hours=5),
-               refresh_left=timedelta(days=20), synced_ago=timedelta(hours=5))
+    insert_console_realm(conn, now, HEALTHY_REALM, "Acme Café & Sons")
+    insert_console_realm(conn, now, REAUTH_REALM, "O'Brien [bold]Plumbing[/]", status="needs_reauth",
+                         token_error="invalid_grant: the refresh token is invalid, expired or revoked",
+                         access_left=timedelta(minutes=-30), refreshed_ago=timedelta(hours=5),
+                         refresh_left=timedelta(days=20), synced_ago=timedelta(hours=5))
     errors = [
         (now - timedelta(minutes=3), "tokenup", REAUTH_REALM, None,
          "NeedsReauth: invalid_grant -> reconnect the company: qbsync connect --realm-id " + REAUTH_REALM),
@@ -143,18 +153,17 @@ class Supervisord:
                                      stderr=subprocess.DEVNULL)
 
     def wait_states(self, wanted: dict[str, str], timeout_s: float = 20) -> list[dict[str, Any]]:
-        import time
-
+        """Wait until the programs in `wanted` are in those states; returns every program's state."""
         from services.ops.supervisor_rpc import process_states
 
-        deadline = time.monotonic() + timeout_s
-        states: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            states = process_states(self.socket)
-            if {p["name"]: p["state"] for p in states if p["name"] in wanted} == wanted:
-                return states
-            time.sleep(0.1)
-        raise AssertionError(f"supervisord states never became {wanted}: {states}")
+        last: dict[str, list[dict[str, Any]]] = {"states": []}
+
+        def reached() -> list[dict[str, Any]]:
+            last["states"] = states = process_states(self.socket)
+            return states if {p["name"]: p["state"] for p in states if p["name"] in wanted} == wanted else []
+
+        return wait_for(reached, timeout_s, f"supervisord states {wanted}", interval=0.1,
+                        details=lambda: f"last seen: {last['states']}")
 
     def pid_of(self, name: str) -> int:
         from services.ops.supervisor_rpc import _proxy
@@ -173,7 +182,7 @@ class Supervisord:
                 self.proc.wait()
 
 
-def console_settings(database_url: str, work_dir: Path, **extra: str):  # noqa: ANN201
+def console_settings(database_url: str, work_dir: Path, **extra: str):
     """Settings for the console/status against `database_url`, with logs and socket under work_dir.
 
     Built without the emulator: reading the console's data never talks to Intuit.
@@ -263,3 +272,14 @@ class TcpToUnixProxy:
             except OSError:
                 pass
         self._socks = []
+
+
+async def pilot_wait_for(pilot: Any, predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Let the app run (`pilot.pause`) until `predicate()` is true; AssertionError naming `what`
+    after `timeout` seconds. The async `support.wait_for` for Textual Pilot scenarios."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
