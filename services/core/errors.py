@@ -13,6 +13,7 @@
         │   ├── ServerError          5xx
         │   └── TransportError       connection refused/reset, timeouts
         └── FatalQBOError            validation and other 4xx: retrying will not help
+            └── CDCTooOld            CDC's 400 "older than fixed days": the sync uses windowed queries
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 __all__ = [
     "describe", "QBSyncError", "ConfigError", "InvalidClient", "DatabaseUnavailable", "QBOError",
     "NeedsReauth", "AuthenticationFailed", "NotFound", "Retriable", "Throttled",
-    "ServerError", "TransportError", "FatalQBOError",
+    "ServerError", "TransportError", "FatalQBOError", "CDCTooOld",
 ]
 
 

@@ -49,13 +49,10 @@ class Stop:
 
 
 def _one_line(exc: BaseException) -> str:
-    """`Type: first line of the message` (a QBSyncError's own one_line), never a traceback."""
-    from services.core.errors import QBSyncError
+    """`Type: what happened`, never a traceback (core.errors.describe, with the class named)."""
+    from services.core.errors import QBSyncError, describe
 
-    if isinstance(exc, QBSyncError):
-        return f"{type(exc).__name__}: {exc.one_line()}"
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {describe(exc)}" if isinstance(exc, QBSyncError) else describe(exc)
 
 
 def run_worker(name: str, restart_delay_s: float, body: Callable[[Stop], None],
