@@ -10,6 +10,7 @@ selected: only their status and expiry times leave this module.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -17,14 +18,15 @@ import psycopg
 
 from services.core.durations import span
 from services.core.logs import redact
+from services.model.entities import ENTITIES, ENTITY_NAMES, GROUPS
 
 __all__ = [
-    "ENTITY_ORDER", "RECENT_ERRORS", "status_snapshot", "health",
-    "sync_request_states", "READ_MODEL_QUERIES",
+    "ENTITY_ORDER", "GROUPS", "RECENT_ERRORS", "status_snapshot", "health", "entity_state",
+    "GroupSummary", "summarize", "group_summaries", "sync_request_states", "READ_MODEL_QUERIES",
 ]
 
-# SPEC section 4: entities in this order, by their QBO names.
-ENTITY_ORDER = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
+# SPEC section 4: every synced entity, by its QBO name, in the model's order (grouped, see GROUPS).
+ENTITY_ORDER = ENTITY_NAMES
 RECENT_ERRORS = 20
 EXPIRY_WARNING_DAYS = 30
 
@@ -55,6 +57,13 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat() if value is not None else None
 
 
+def _relisted(entity: str) -> timedelta:
+    """The extra age an entity read on its own cadence may have (CompanyInfo, the swept ones:
+    a day) before it counts as stale; scheduled runs cover the CDC entities."""
+    spec = ENTITIES.get(entity)
+    return (spec.cadence if spec else None) or timedelta(0)
+
+
 def _now(now: datetime | None) -> datetime:
     if now is None:
         return datetime.now(timezone.utc)
@@ -71,10 +80,10 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
     Guarantees: every SPEC key is present; realms are sorted by company name; each realm
     lists ENTITY_ORDER entities (never-synced ones with nulls and rows 0); times are ISO
     8601 with offset; no token value and no unredacted secret is returned. Extra keys for
-    the console: realm "is_active"; entity "next_run_at", "last_run_started_at",
-    "last_run_finished_at", "duration_s", "stale" (never synced, or last success older
-    than `stale_after`, 2 x SYNC_INTERVAL_MINUTES by convention); error "id", "code";
-    top-level "generated_at".
+    the console: realm "is_active"; entity "group" (one of GROUPS, see `group_summaries`),
+    "next_run_at", "last_run_started_at", "last_run_finished_at", "duration_s", "stale"
+    (never synced, or last success older than `stale_after`, 2 x SYNC_INTERVAL_MINUTES by
+    convention); error "id", "code"; top-level "generated_at".
     """
     now = _now(now)
     realms_rows = conn.execute(READ_MODEL_QUERIES["realms"]).fetchall()
@@ -94,9 +103,9 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
             state = states.get(entity)
             if state is None:
                 entities.append({
-                    "entity": entity, "last_success_at": None, "last_run_status": None, "rows": 0,
-                    "last_error": None, "next_run_at": None, "last_run_started_at": None,
-                    "last_run_finished_at": None, "duration_s": None, "stale": True,
+                    "entity": entity, "group": ENTITIES[entity].group, "last_success_at": None,
+                    "last_run_status": None, "rows": 0, "last_error": None, "next_run_at": None,
+                    "last_run_started_at": None, "last_run_finished_at": None, "duration_s": None, "stale": True,
                 })
                 continue
             (_r, _e, last_success, run_status, row_count, ent_error, next_run,
@@ -106,6 +115,7 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
                 duration = round((finished - started).total_seconds(), 3)
             entities.append({
                 "entity": entity,
+                "group": ENTITIES[entity].group,
                 "last_success_at": _iso(last_success),
                 "last_run_status": run_status,
                 "rows": int(row_count or 0),
@@ -114,7 +124,7 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
                 "last_run_started_at": _iso(started),
                 "last_run_finished_at": _iso(finished),
                 "duration_s": duration,
-                "stale": last_success is None or now - last_success > stale_after,
+                "stale": last_success is None or now - last_success > stale_after + _relisted(entity),
             })
         realms.append({
             "realm_id": realm_id,
@@ -145,6 +155,96 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+# An entity's state at a glance, best first (what `entity_state` returns).
+ENTITY_STATES = ("ok", "stale", "never", "failed")
+
+
+def entity_state(entity: dict[str, Any]) -> str:
+    """One snapshot entity's state: "failed" (its last run failed), "never" (never succeeded),
+    "stale" (last success older than the snapshot's `stale_after`) or "ok"."""
+    if entity["last_run_status"] == "failed":
+        return "failed"
+    if entity["last_success_at"] is None:
+        return "never"
+    return "stale" if entity.get("stale") else "ok"
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One GROUPS entry of a realm, summarized: which entities are in each state, total rows,
+    the oldest last success (None while any entity never succeeded) and the soonest next run."""
+
+    group: str
+    entities: tuple[str, ...]
+    failed: tuple[str, ...]
+    never: tuple[str, ...]
+    stale: tuple[str, ...]
+    rows: int
+    oldest_success_at: str | None
+    next_run_at: str | None
+
+    @property
+    def ok(self) -> int:
+        return len(self.entities) - len(self.failed) - len(self.never) - len(self.stale)
+
+    @property
+    def worst(self) -> str:
+        """The worst state of its entities (one of ENTITY_STATES)."""
+        return next((state for state, _ in self.parts()), "ok")
+
+    def parts(self) -> list[tuple[str, str]]:
+        """(state, text) worst first, for the states present: ("failed", "1 failed: Bill"),
+        ("never", "2 never synced"), ("stale", "1 stale"), ("ok", "5 ok"). Failed entities
+        are named: they are what an operator acts on."""
+        parts = []
+        if self.failed:
+            parts.append(("failed", f"{len(self.failed)} failed: {', '.join(self.failed)}"))
+        if self.never:
+            parts.append(("never", f"{len(self.never)} never synced"))
+        if self.stale:
+            parts.append(("stale", f"{len(self.stale)} stale"))
+        if self.ok:
+            parts.append(("ok", f"{self.ok} ok"))
+        return parts
+
+
+def summarize(group: str, entities: list[dict[str, Any]]) -> GroupSummary:
+    """`entities` (snapshot entities, at least one) summarized under the name `group`."""
+    by_state: dict[str, list[str]] = {state: [] for state in ENTITY_STATES}
+    for ent in entities:
+        by_state[entity_state(ent)].append(ent["entity"])
+    successes = [e["last_success_at"] for e in entities]
+    next_runs = [e["next_run_at"] for e in entities if e["next_run_at"]]
+    return GroupSummary(
+        group=group,
+        entities=tuple(e["entity"] for e in entities),
+        failed=tuple(by_state["failed"]),
+        never=tuple(by_state["never"]),
+        stale=tuple(by_state["stale"]),
+        rows=sum(e["rows"] for e in entities),
+        oldest_success_at=None if None in successes else min(successes, key=datetime.fromisoformat),
+        next_run_at=min(next_runs, key=datetime.fromisoformat) if next_runs else None,
+    )
+
+
+def group_summaries(realm: dict[str, Any]) -> list[GroupSummary]:
+    """The realm's entities (a `status_snapshot` realm) summarized per group, in GROUPS order:
+    the one summary `qbsync status` and the console show. Groups without entities are left out."""
+    summaries = []
+    for group in GROUPS:
+        members = [e for e in realm["entities"] if e["group"] == group]
+        if members:
+            summaries.append(summarize(group, members))
+    return summaries
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """'Bill, Invoice, Item and 4 more': a list of entity names that stays one short line."""
+    if len(names) <= shown + 1:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} and {len(names) - shown} more"
+
+
 def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datetime | None = None, *,
            sync_interval_minutes: int = 60, token_margin_minutes: int = 10,
            token_check_interval_seconds: int = 60) -> tuple[int, list[str]]:
@@ -153,10 +253,11 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
     Critical: a realm needs_reauth, a FATAL process, an entity whose last run failed.
     Warning: an active realm's access token has less than the refresh margin left and
     was not refreshed within the last two token checks (tokenup is not keeping up); the
-    refresh token's idle or hard expiry is within 30 days; an entity never synced or
-    whose last success is older than 2 x SYNC_INTERVAL_MINUTES; a process that is not
-    RUNNING/STARTING; no company connected. Disconnected realms are reported as such
-    but never raise the level (the operator revoked them on purpose).
+    refresh token's idle or hard expiry is within 30 days; entities never synced or whose
+    last success is older than 2 x SYNC_INTERVAL_MINUTES (one line per realm for each of the
+    two, naming the entities); a process that is not RUNNING/STARTING; no company connected.
+    Disconnected realms are reported as such but never raise the level (the operator revoked
+    them on purpose).
     Each reason is one line naming the realm and what to do.
     """
     now = _now(now)
@@ -193,6 +294,8 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
             if when is not None and when - now <= expiry_horizon:
                 verb = "passed" if when <= now else f"in {span(when - now)}"
                 warning.append(f"{label}: {what} {verb}: run qbsync connect --realm-id {rid}")
+        never: list[str] = []
+        stale: list[tuple[str, timedelta]] = []
         for ent in realm["entities"]:
             name = ent["entity"]
             if ent["last_run_status"] == "failed":
@@ -201,9 +304,19 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
                 continue
             last = _parse(ent["last_success_at"])
             if last is None:
-                warning.append(f"{label}: {name} never synced")
-            elif now - last > stale_after:
-                warning.append(f"{label}: {name} last synced {span(now - last)} ago (stale)")
+                never.append(name)
+            elif now - last > stale_after + _relisted(name):
+                stale.append((name, now - last))
+        if len(never) == 1:
+            warning.append(f"{label}: {never[0]} never synced")
+        elif never:
+            warning.append(f"{label}: {len(never)} entities never synced: {_some(never)}")
+        if len(stale) == 1:
+            warning.append(f"{label}: {stale[0][0]} last synced {span(stale[0][1])} ago (stale)")
+        elif stale:
+            oldest = max(age for _, age in stale)
+            warning.append(f"{label}: {len(stale)} entities last synced up to {span(oldest)} ago (stale): "
+                           f"{_some([name for name, _ in stale])}")
     for proc in processes:
         state = str(proc.get("state", "")).upper()
         if state == "FATAL":

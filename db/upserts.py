@@ -126,10 +126,66 @@ def _newer_sql(incoming: str, stored: str) -> str:
     )
 
 
+def _array(expr: str) -> str:
+    """A jsonb array expression, or an empty array when QBO sent something else (or nothing)."""
+    return f"CASE WHEN jsonb_typeof({expr}) = 'array' THEN {expr} ELSE '[]'::jsonb END"
+
+
+@dataclass(frozen=True)
+class _Child:
+    """Rows derived from a document's `raw` and replaced with it: its lines, its LinkedTxn
+    entries. `insert_from(src, source)` inserts the rows of the documents `source` yields under
+    the alias `src` (columns id, raw), ending in a WHERE clause callers may extend with AND."""
+
+    delete: str
+    select: str          # "INSERT ... SELECT ... FROM {source} CROSS JOIN LATERAL ... WHERE ..."
+
+    def insert_from(self, src: str, source: str | None = None) -> str:
+        return self.select.format(src=src, source=source or src)
+
+
+def _line_child(spec: EntitySpec) -> _Child:
+    assert spec.line is not None
+    line = spec.line
+    lq = f"quickbooks.{line.table}"
+    cols = ", ".join(c.name for c in line.columns)
+    exprs = ", ".join(c.sql_expr("l.value") for c in line.columns).replace("{", "{{").replace("}", "}}")
+    lines = _array("{src}.raw -> 'Line'")
+    return _Child(
+        delete=f"DELETE FROM {lq} WHERE realm_id = %(realm)s AND {line.fk} = ANY(%(ids)s)",
+        select=(f"INSERT INTO {lq} (realm_id, {line.fk}, position, {cols})"
+                f" SELECT %(realm)s, {{src}}.id, (l.ord - 1)::integer, {exprs}"
+                f" FROM {{source}} CROSS JOIN LATERAL jsonb_array_elements({lines})"
+                " WITH ORDINALITY AS l(value, ord) WHERE jsonb_typeof(l.value) = 'object'"))
+
+
+def _linked_child(spec: EntitySpec) -> _Child:
+    """quickbooks.linked_txns rows: the header's LinkedTxn (line_position -1), then each line's."""
+    entity = spec.name
+    header = _array("{src}.raw -> 'LinkedTxn'")
+    lines = _array("{src}.raw -> 'Line'")
+    per_line = _array("l.value -> 'LinkedTxn'")
+    return _Child(
+        delete=("DELETE FROM quickbooks.linked_txns WHERE realm_id = %(realm)s"
+                f" AND entity = '{entity}' AND txn_id = ANY(%(ids)s)"),
+        select=("INSERT INTO quickbooks.linked_txns (realm_id, entity, txn_id, line_position, position,"
+                " linked_txn_id, linked_txn_type, linked_txn_line_id)"
+                f" SELECT %(realm)s, '{entity}', {{src}}.id, x.line_position, x.position,"
+                " x.value ->> 'TxnId', x.value ->> 'TxnType', x.value ->> 'TxnLineId'"
+                " FROM {source} CROSS JOIN LATERAL ("
+                f"SELECT -1 AS line_position, (h.ord - 1)::integer AS position, h.value"
+                f" FROM jsonb_array_elements({header}) WITH ORDINALITY AS h(value, ord)"
+                f" UNION ALL SELECT (l.ord - 1)::integer, (h.ord - 1)::integer, h.value"
+                f" FROM jsonb_array_elements({lines}) WITH ORDINALITY AS l(value, ord)"
+                f" CROSS JOIN LATERAL jsonb_array_elements({per_line}) WITH ORDINALITY AS h(value, ord)"
+                ") AS x WHERE jsonb_typeof(x.value) = 'object'"))
+
+
 class _Statements:
     """SQL text for one spec, built once. Batches are staged as (id, raw jsonb) only: every
-    column and every line is extracted by PostgreSQL from `raw` (`Column.sql_expr`), which
-    is the same mapping as the Python extractors and keeps the client's CPU for parsing."""
+    column, every line and every LinkedTxn is extracted by PostgreSQL from `raw`
+    (`Column.sql_expr`), which is the same mapping as the Python extractors and keeps the
+    client's CPU for parsing."""
 
     def __init__(self, spec: EntitySpec) -> None:
         cols = [c.name for c in spec.columns]
@@ -148,32 +204,25 @@ class _Statements:
             f" WHERE {_newer_sql('EXCLUDED', 't')}"
             f" RETURNING t.id"
         )
-        self.line_delete = self.line_insert_all = self.line_insert_some = None
+        self.children: list[_Child] = []
         if spec.line is not None:
-            line = spec.line
-            lcols = [c.name for c in line.columns]
-            lexprs = [c.sql_expr("l.value") for c in line.columns]
-            lq = f"quickbooks.{line.table}"
-            self.line_delete = f"DELETE FROM {lq} WHERE realm_id = %s AND {line.fk} = ANY(%s)"
-            insert = (
-                f"INSERT INTO {lq} (realm_id, {line.fk}, position, {', '.join(lcols)})"
-                f" SELECT %s, s.id, (l.ord - 1)::integer, {', '.join(lexprs)}"
-                f" FROM {self.stage} s CROSS JOIN LATERAL jsonb_array_elements("
-                f"CASE WHEN jsonb_typeof(s.raw -> 'Line') = 'array' THEN s.raw -> 'Line' ELSE '[]'::jsonb END)"
-                f" WITH ORDINALITY AS l(value, ord)"
-                f" WHERE jsonb_typeof(l.value) = 'object'"
-            )
-            self.line_insert_all = insert
-            self.line_insert_some = insert + " AND s.id = ANY(%s)"
-        self.page_upsert, self.page_lines = self._page_statements(spec, cols, exprs, updates)
+            self.children.append(_line_child(spec))
+        if spec.linked_txns:
+            self.children.append(_linked_child(spec))
+        self.page_upsert = self._page_upsert(spec, cols, exprs, updates)
+        stored = f"{spec.qualified_table} AS t"
+        # the children of documents a page updated (rather than inserted) are replaced from the
+        # stored raw (deleting and inserting the same child keys within one statement is not safe)
+        self.page_rechildren = [
+            (child.delete, child.insert_from("t", stored) + " AND t.realm_id = %(realm)s AND t.id = ANY(%(ids)s)")
+            for child in self.children]
 
-    def _page_statements(self, spec: EntitySpec, cols: list[str], exprs: list[str],
-                         updates: str) -> tuple[str, tuple[str, str] | None]:
+    def _page_upsert(self, spec: EntitySpec, cols: list[str], exprs: list[str], updates: str) -> str:
         """One statement per query page as served: PostgreSQL parses the page once, splits
-        `QueryResponse -> key` into objects, upserts them newer-wins and inserts the lines of
-        the documents it inserted; it returns (every id, written ids, ids of written rows that
-        existed before). The lines of those updated documents are replaced by `page_lines`
-        (deleting and inserting the same line keys within one statement is not safe), reading the stored raw, so nothing is parsed twice."""
+        `QueryResponse -> key` into objects, upserts them newer-wins and inserts the children
+        (lines, LinkedTxn) of the documents it inserted; it returns (every id, written ids, ids of
+        written rows that existed before), whose children `page_rechildren` replaces, reading the
+        stored raw, so nothing is parsed twice."""
         upsert = (
             "WITH s AS MATERIALIZED (SELECT e ->> 'Id' AS id, e AS raw"
             " FROM jsonb_array_elements(%(page)s::jsonb -> 'QueryResponse' -> %(key)s) AS e),"
@@ -184,28 +233,10 @@ class _Statements:
             f" deleted_at = NULL, merged_into = NULL, synced_at = EXCLUDED.synced_at"
             f" WHERE {_newer_sql('EXCLUDED', 't')}"
             f" RETURNING t.id, t.raw, (t.xmax <> 0) AS updated)")
-        if spec.line is None:
-            upsert += " SELECT (SELECT array_agg(id) FROM s), (SELECT array_agg(id) FROM w), NULL::text[]"
-            return upsert, None
-        line = spec.line
-        lcols = [c.name for c in line.columns]
-        lexprs = [c.sql_expr("l.value") for c in line.columns]
-        lq = f"quickbooks.{line.table}"
-
-        def lines_from(src: str) -> str:
-            return (f"INSERT INTO {lq} (realm_id, {line.fk}, position, {', '.join(lcols)})"
-                    f" SELECT %(realm)s, {src}.id, (l.ord - 1)::integer, {', '.join(lexprs)}"
-                    f" FROM {src} CROSS JOIN LATERAL jsonb_array_elements("
-                    f"CASE WHEN jsonb_typeof({src}.raw -> 'Line') = 'array' THEN {src}.raw -> 'Line'"
-                    f" ELSE '[]'::jsonb END) WITH ORDINALITY AS l(value, ord)"
-                    f" WHERE jsonb_typeof(l.value) = 'object'")
-        upsert += (f", l AS ({lines_from('w')} AND NOT w.updated)"
-                   " SELECT (SELECT array_agg(id) FROM s), (SELECT array_agg(id) FROM w),"
-                   " (SELECT array_agg(id) FROM w WHERE updated)")
-        relines = (f"DELETE FROM {lq} WHERE realm_id = %(realm)s AND {line.fk} = ANY(%(ids)s)",
-                   lines_from("t").replace("FROM t CROSS", f"FROM {spec.qualified_table} AS t CROSS")
-                   + " AND t.realm_id = %(realm)s AND t.id = ANY(%(ids)s)")
-        return upsert, relines
+        for n, child in enumerate(self.children):
+            upsert += f", c{n} AS ({child.insert_from('w')} AND NOT w.updated)"
+        return upsert + (" SELECT (SELECT array_agg(id) FROM s), (SELECT array_agg(id) FROM w),"
+                         " (SELECT array_agg(id) FROM w WHERE updated)")
 
 
 _STATEMENTS: dict[str, _Statements] = {}
@@ -270,25 +301,25 @@ def upsert_objects(conn: psycopg.Connection, spec: EntitySpec, realm_id: str,
         cur.execute(f"TRUNCATE {st.stage}")
         with cur.copy(st.copy_stage) as copy:
             copy.write(batch.text)
-        _write_staged(cur, spec, st, realm_id, len(batch), result)
+        _write_staged(cur, st, realm_id, len(batch), result)
     return result
 
 
-def _write_staged(cur: psycopg.Cursor, spec: EntitySpec, st: _Statements, realm_id: str, staged: int,
+def _write_staged(cur: psycopg.Cursor, st: _Statements, realm_id: str, staged: int,
                   result: UpsertResult) -> None:
-    """Upsert the staged (id, raw) rows newer-wins and replace the written documents' lines."""
+    """Upsert the staged (id, raw) rows newer-wins and replace the written documents' children."""
     cur.execute(st.upsert, {"realm": realm_id})
     written = [row[0] for row in cur.fetchall()]
     result.written = len(written)
     result.skipped = staged - len(written)
     result.written_ids = written
-    if spec.line is not None and written:
-        assert st.line_delete and st.line_insert_all and st.line_insert_some  # built for every spec with lines
-        cur.execute(st.line_delete, (realm_id, written))
-        if len(written) == staged:
-            cur.execute(st.line_insert_all, (realm_id,))
-        else:
-            cur.execute(st.line_insert_some, (realm_id, written))
+    if not written:
+        return
+    params = {"realm": realm_id, "ids": written}
+    for child in st.children:
+        cur.execute(child.delete, params)
+        insert = child.insert_from("s", f"{st.stage} AS s")
+        cur.execute(insert if len(written) == staged else insert + " AND s.id = ANY(%(ids)s)", params)
 
 
 def _as_is(body: bytes) -> bytes:
@@ -315,9 +346,10 @@ def upsert_page(conn: psycopg.Connection, spec: EntitySpec, realm_id: str, body:
         assert row is not None  # an aggregate over the page: always one row
         every, written, updated = row
         every, written = every or [], written or []
-        if updated and st.page_lines is not None:
-            for statement in st.page_lines:
-                cur.execute(statement, {"realm": realm_id, "ids": updated})
+        if updated:
+            for delete, insert in st.page_rechildren:
+                cur.execute(delete, {"realm": realm_id, "ids": updated})
+                cur.execute(insert, {"realm": realm_id, "ids": updated})
     repeated = claim(every) if claim is not None else []
     received = len(every) - len(repeated)
     return UpsertResult(received=received, written=len(written), skipped=max(0, received - len(written)),

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date, datetime
 
 from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError
 
@@ -30,11 +31,13 @@ COMMANDS: dict[str, str] = {
     "emulator": "services.emulator.cli:cmd_emulator",
     "demo": "services.demo:cmd_demo",
     "doctor": "services.ops.doctor:cmd_doctor",
+    "usage": "services.ops.usage:cmd_usage",
+    "reconcile": "services.reconcile.checks:cmd_reconcile",
 }
 NO_SETTINGS = {"emulator"}  # runs without qbsync configuration
 WORKERS = {"tokenup", "sync", "webhook"}  # run under supervisord: their lines carry timestamps
 # may refresh tokens, so the app keys are checked at start, before any work (even with no realm yet)
-REFRESHES_TOKENS = {"sync", "tokenup", "token add", "token refresh", "token revoke", "connect", "tui"}
+REFRESHES_TOKENS = {"sync", "tokenup", "token add", "token refresh", "token revoke", "connect", "tui", "reconcile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="the sync worker")
     p.add_argument("--once", action="store_true", help="one pass, then exit (non-zero if any entity failed)")
     p.add_argument("--realm-id")
-    p.add_argument("--entity", help="CompanyInfo, Customer, Item, Estimate or Invoice")
+    p.add_argument("--entity", help="one QBO entity by name (Invoice, Payment, Bill, ...: README, What is synced)")
     p.add_argument("--full", action="store_true", help="full listing with delete reconciliation")
 
     sub.add_parser("webhook", help="the webhook receiver")
@@ -87,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=200)
     p.add_argument("--invoices", type=int, default=3000)
     p.add_argument("--estimates", type=int, default=500)
+    p.add_argument("--size", dest="sizes", action="append", metavar="ENTITY=N",
+                   help="how many of another entity (e.g. Payment=800; default: in proportion to --invoices)")
+    p.add_argument("--sales-tax", action="store_true", help="charge sales tax on taxable customers' sales")
     p.add_argument("--latency-ms", type=int, default=0)
     p.add_argument("--rate-limit", type=int, default=500, help="requests per minute per realm before 429")
     p.add_argument("--webhook-url", help="deliver signed webhooks of changes here")
@@ -97,7 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tui", action="store_true", help="do not open the console")
 
     sub.add_parser("doctor", help="check configuration, database, endpoints, supervisord, logs")
+    p = sub.add_parser("reconcile", help="counts and books against QuickBooks' own figures")
+    p.add_argument("--realm-id")
+    p.add_argument("--repair", action="store_true", help="list the entities whose counts differ in full, check again")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p = sub.add_parser("usage", help="Intuit metered calls: month to date, projection, limit")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--month", type=_month, help="YYYY-MM (default: this month, UTC)")
     return parser
+
+
+def _month(text: str) -> date:
+    """`YYYY-MM` as the first day of that month; anything else is a usage error (exit 2)."""
+    try:
+        return datetime.strptime(text, "%Y-%m").date()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must look like 2026-12, got {text!r}") from None
 
 
 def _command_key(args: argparse.Namespace) -> str:

@@ -33,7 +33,9 @@ from services.emulator.admin import EmulatorAdmin
 __all__ = ["cmd_demo", "DEMO_COMPANY"]
 
 DEMO_COMPANY = "Demo Bakery & Café"
-DEMO_SIZES: dict[str, Any] = {"customers": 300, "items": 40, "invoices": 1200, "estimates": 150}
+# a whole ledger (SPEC section 14): the rest (payments, bills, deposits, journal entries...) in
+# proportion to the invoices, sales tax on taxable customers
+DEMO_SIZES: dict[str, Any] = {"customers": 300, "items": 40, "invoices": 1200, "estimates": 150, "sales_tax": True}
 CHANGE_EVERY_S = 4.0
 
 
@@ -88,9 +90,11 @@ class ChangeMaker(threading.Thread):
 
     def change_once(self) -> None:
         op, entity = self.rng.choice([
-            ("update", "Customer"), ("update", "Customer"), ("create", "Invoice"), ("update", "Invoice"),
-            ("void", "Invoice"), ("create", "Customer"), ("inactivate", "Customer"), ("update", "Item"),
-            ("create", "Estimate"), ("delete", "Estimate"),
+            ("update", "Customer"), ("create", "Invoice"), ("update", "Invoice"), ("void", "Invoice"),
+            ("create", "Customer"), ("inactivate", "Customer"), ("update", "Item"), ("create", "Estimate"),
+            ("delete", "Estimate"), ("create", "Payment"), ("create", "Payment"), ("void", "Payment"),
+            ("create", "Bill"), ("create", "BillPayment"), ("create", "Purchase"), ("delete", "Purchase"),
+            ("create", "Deposit"), ("create", "JournalEntry"), ("update", "Vendor"), ("create", "TimeActivity"),
         ])
         target = None if op == "create" else self._some_id(entity)
         if op != "create" and target is None:

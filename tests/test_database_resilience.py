@@ -41,6 +41,7 @@ from db.connection import Database
 from db.embedded import stop_embedded
 from db.migrate import upgrade
 from services.core.errors import DatabaseUnavailable
+from services.model.entities import ENTITY_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 QBSYNC = [sys.executable, "-m", "services.cli"]
@@ -417,7 +418,7 @@ def _workload(db: Database, settings, emulator) -> str:
 
     realm = connect_realm(db, settings, emulator, customers=15, items=5, invoices=12, estimates=3)
     first = sync_realm(db, settings, realm)
-    assert len(first) == 5 and all(o.status == "success" and o.kind == "full" for o in first), first
+    assert len(first) == len(ENTITY_NAMES) and all(o.status == "success" and o.kind == "full" for o in first), first
     admin = emulator.admin
     admin.mutate(realm, "Customer", "update", id=admin.entities(realm, "Customer")[0]["Id"])
     second = sync_realm(db, settings, realm)

@@ -73,9 +73,9 @@ def test_tui_does_load_textual() -> None:
 # ---- layers and cycles --------------------------------------------------------------------------
 # lowest first; a module may import its own layer or a lower one (lazily or not)
 LAYERS = ("services.core", "services.model", "db", "services.intuit", "services.tokens", "services.sync",
-          "services.webhook", "services.ops", "tui", "services.cli services.demo")
-EMULATOR = "services.emulator"  # apart: it imports services.core (and Intuit's limits) only; only the roots import it
-EMULATOR_MAY_IMPORT = (EMULATOR, "services.core", "services.intuit.limits")
+          "services.reconcile", "services.webhook", "services.ops", "tui", "services.cli services.demo")
+EMULATOR = "services.emulator"  # apart: it imports services.core only; only the roots import it
+EMULATOR_MAY_IMPORT = (EMULATOR, "services.core")
 ROOTS = ("services.cli", "services.demo")
 
 

@@ -37,7 +37,7 @@ def test_classic_docs_sample_yields_customer_and_vendor_events() -> None:
     assert events[0].payload == {"name": "Customer", "id": "1", "operation": "Create",
                                  "lastUpdated": "2015-10-05T14:42:19-0700"}
     assert events[0].dedupe_key == "classic:1185883450:Customer:1:Create:2015-10-05T14:42:19-0700"
-    assert events[0].synced and not events[1].synced
+    assert events[0].synced and events[1].synced  # Vendor is part of the ledger (SPEC section 10)
 
 
 def test_classic_blog_2025_sample_has_millisecond_utc_time() -> None:
@@ -69,7 +69,7 @@ def test_cloudevents_dotnet_sample_without_datacontenttype() -> None:
                               "Class", "1234", "Create",
                               datetime(2025, 10, 7, 19, 59, 7, 34359, tzinfo=UTC), None)
     assert event.payload["data"]["alternative_ids"][0]["namespace"] == "Intuit.sbseg.v4"
-    assert not event.synced
+    assert event.synced
 
 
 def test_cloudevents_sample_app_customer_created() -> None:
@@ -215,8 +215,9 @@ def add_token(conn: psycopg.Connection, realm: str) -> None:
 
 
 def test_store_writes_every_column_and_ignores_unsynced_entities(db) -> None:
-    events = parse_events(sample("webhook_classic.json")) + parse_events(
-        sample("webhook_cloudevents_customer_merged.json"))
+    budget = sample("webhook_classic.json").replace(b'"name":"Vendor"', b'"name":"Budget"')
+    assert budget != sample("webhook_classic.json")
+    events = parse_events(budget) + parse_events(sample("webhook_cloudevents_customer_merged.json"))
     with db.transaction() as conn:
         add_token(conn, "1185883450")
         add_token(conn, "93414556*********")
@@ -225,7 +226,7 @@ def test_store_writes_every_column_and_ignores_unsynced_entities(db) -> None:
         rows = inbox_rows(conn)
         errors = conn.execute("SELECT count(*) FROM quickbooks.errors").fetchone()[0]
     assert [(r[4], r[6], r[10]) for r in rows] == [
-        ("Customer", "Create", "pending"), ("Vendor", "Create", "ignored"), ("Customer", "Merge", "pending")]
+        ("Customer", "Create", "pending"), ("Budget", "Create", "ignored"), ("Customer", "Merge", "pending")]
     merged = rows[2]
     assert merged[0] == "ce:********-****-****-****-************-Customer-123"
     assert merged[1:9] == ("cloudevents", "********-****-****-****-************-Customer-123",

@@ -16,11 +16,15 @@ from support.console import (
 
 from db.readmodel import (
     ENTITY_ORDER,
+    GROUPS,
     READ_MODEL_QUERIES,
+    entity_state,
+    group_summaries,
     health,
     status_snapshot,
     sync_request_states,
 )
+from services.model.entities import ENTITIES
 from services.sync.engine import enqueue_sync_request
 
 NOW = datetime(2026, 11, 22, 14, 5, 0, tzinfo=timezone.utc)
@@ -28,7 +32,8 @@ TOKEN_KEYS = {"status", "access_expires_at", "refresh_expires_at", "hard_expires
               "last_error"}
 ENTITY_KEYS = {"entity", "last_success_at", "last_run_status", "rows", "last_error"}
 ERROR_KEYS = {"at", "service", "realm_id", "entity", "message"}
-ENTITY_TABLES = ("customers", "items", "estimates", "estimate_line_items", "invoices", "invoice_line_items")
+ENTITY_TABLES = tuple(table for spec in ENTITIES.values() if not spec.company
+                      for table in (spec.table, *((spec.line.table,) if spec.line else ())))
 
 
 def _snapshot(db, now=NOW):
@@ -50,9 +55,10 @@ def test_snapshot_has_every_spec_key_in_order_without_token_values(db) -> None:
     assert [e["entity"] for e in acme["entities"]] == list(ENTITY_ORDER)
     for ent in acme["entities"]:
         assert ENTITY_KEYS <= set(ent)
-    invoice = acme["entities"][-1]
+    assert [e["group"] for e in acme["entities"]] == [ENTITIES[name].group for name in ENTITY_ORDER]
+    invoice = next(e for e in acme["entities"] if e["entity"] == "Invoice")
     assert invoice["rows"] == 12873 and invoice["last_run_status"] == "success"
-    assert invoice["duration_s"] == 9.5  # from the run named by sync_state.last_run_id
+    assert invoice["duration_s"] == 7.5  # from the run named by sync_state.last_run_id
     assert datetime.fromisoformat(invoice["next_run_at"]) == NOW + timedelta(minutes=40)
     assert snap["realms"][1]["token"]["status"] == "needs_reauth"
     assert "invalid_grant" in snap["realms"][1]["token"]["last_error"]
@@ -71,7 +77,32 @@ def test_realm_without_company_row_and_never_synced_entities(db) -> None:
     assert [(e["entity"], e["rows"], e["last_success_at"], e["last_run_status"]) for e in realm["entities"]] == [
         (name, 0, None, None) for name in ENTITY_ORDER]
     code, reasons = health(_snapshot(db), [], NOW)
-    assert code == 1 and sum("never synced" in r for r in reasons) == 5
+    # One line for the realm, not one per entity: 28 warnings would bury everything else.
+    assert code == 1 and reasons == [
+        "realm 4620816365: 28 entities never synced: CompanyInfo, Customer, Estimate and 25 more"]
+
+
+def test_group_summaries_count_states_per_group_and_name_the_failed(db) -> None:
+    with db.transaction() as conn:
+        insert_console_realm(conn, NOW, HEALTHY_REALM, "Acme", run_entity="Bill", run_status="failed",
+                             run_error="FatalQBOError: validation",
+                             entities=tuple(n for n in ENTITY_ORDER if n not in ("TaxRate", "TaxAgency")))
+    (realm,) = _snapshot(db)["realms"]
+    summaries = {s.group: s for s in group_summaries(realm)}
+    assert list(summaries) == list(GROUPS)
+    assert sum(len(s.entities) for s in summaries.values()) == len(ENTITY_ORDER)
+    purchases = summaries["Purchases"]
+    assert purchases.failed == ("Bill",) and purchases.ok == 5 and purchases.worst == "failed"
+    assert purchases.parts() == [("failed", "1 failed: Bill"), ("ok", "5 ok")]
+    assert purchases.rows == sum(e["rows"] for e in realm["entities"] if e["group"] == "Purchases")
+    assert datetime.fromisoformat(purchases.oldest_success_at) == NOW - timedelta(hours=1, minutes=20)
+    lists = summaries["Lists"]
+    assert lists.never == ("TaxRate", "TaxAgency") and lists.worst == "never" and lists.oldest_success_at is None
+    assert lists.parts() == [("never", "2 never synced"), ("ok", "6 ok")]
+    sales = summaries["Sales"]
+    assert sales.worst == "ok" and sales.parts() == [("ok", "7 ok")]
+    assert datetime.fromisoformat(sales.next_run_at) == NOW + timedelta(minutes=40)
+    assert [entity_state(e) for e in realm["entities"]].count("ok") == len(ENTITY_ORDER) - 3
 
 
 def test_recent_errors_are_the_newest_twenty(db) -> None:
@@ -114,8 +145,30 @@ def test_health_warns_on_hard_expiry(db) -> None:
 
 
 def test_health_warns_on_stale_sync(db) -> None:
+    """CDC entities are stale after 2 intervals; CompanyInfo and the swept ones, read in full once
+    a day, only a day later than that."""
     code, reasons = _health(db, synced_ago=timedelta(minutes=121), access_left=timedelta(minutes=50))
-    assert code == 1 and len(reasons) == 5 and all("(stale)" in r for r in reasons)
+    daily = [n for n in ENTITY_ORDER if ENTITIES[n].cadence]
+    assert sorted(daily) == ["CompanyInfo", "TaxAgency", "TaxCode", "TaxRate", "TimeActivity"]
+    assert code == 1 and reasons == [
+        "Acme: 23 entities last synced up to 2h01m ago (stale): Customer, Estimate, Invoice and 20 more"]
+
+
+def test_health_warns_on_stale_daily_entities_a_day_later(db) -> None:
+    code, reasons = _health(db, synced_ago=timedelta(hours=26, minutes=1), access_left=timedelta(minutes=50))
+    assert code == 1 and reasons == [
+        "Acme: 28 entities last synced up to 1d ago (stale): CompanyInfo, Customer, Estimate and 25 more"]
+
+
+def test_health_names_a_single_stale_entity(db) -> None:
+    with db.transaction() as conn:
+        insert_console_realm(conn, NOW, HEALTHY_REALM, "Acme", entities=ENTITY_ORDER[:-1])
+        conn.execute("INSERT INTO quickbooks.sync_state (realm_id, entity, last_success_at, last_run_status,"
+                     " row_count) VALUES (%s, 'TaxAgency', %s, 'success', 1)",
+                     (HEALTHY_REALM, NOW - timedelta(hours=27)))
+    assert health(_snapshot(db), [], NOW) == (1, ["Acme: TaxAgency last synced 1d ago (stale)"])
+    assert not next(e for e in _snapshot(db, NOW - timedelta(hours=2))["realms"][0]["entities"]
+                    if e["entity"] == "TaxAgency")["stale"]
 
 
 def test_health_critical_on_failed_sync(db) -> None:

@@ -19,11 +19,14 @@ from support.console import (
     HEALTHY_REALM,
     REAUTH_REALM,
     REFRESH_TOKEN,
+    ROWS,
     Supervisord,
     insert_console_realm,
     seed_console_state,
 )
 
+from services.model.entities import ENTITIES as SPECS
+from services.model.entities import GROUPS
 from services.ops.supervisor_rpc import SupervisorError, SupervisorUnavailable, process_states, restart_process
 
 QBSYNC = str(Path(sys.executable).parent / "qbsync")
@@ -61,6 +64,7 @@ def _assert_spec_shape(doc: dict) -> None:
         assert [e["entity"] for e in realm["entities"]] == list(ENTITIES)
         for ent in realm["entities"]:
             assert {"entity", "last_success_at", "last_run_status", "rows", "last_error"} <= set(ent)
+            assert ent["group"] == SPECS[ent["entity"]].group and ent["group"] in GROUPS  # our extension
             if ent["last_success_at"]:
                 assert datetime.fromisoformat(ent["last_success_at"]).utcoffset() is not None
     for proc in doc["processes"]:
@@ -85,7 +89,7 @@ def test_status_json_healthy_exits_0(db, status_env, tmp_path) -> None:
     assert doc["processes"] == []  # no supervisord here
     (realm,) = doc["realms"]
     assert realm["company_name"] == "Acme Café & Sons" and realm["token"]["status"] == "active"
-    assert [e["rows"] for e in realm["entities"]] == [1, 2345, 187, 412, 12873]
+    assert [e["rows"] for e in realm["entities"]] == [ROWS[name] for name in ENTITIES]
     _no_secrets(result)
 
 
@@ -127,6 +131,32 @@ def test_status_table_is_short_and_readable(db, status_env, tmp_path) -> None:
     assert "Invoice" in out and "12,873" in out
     assert "supervisord not reachable" in out
     assert "signature mismatch" in out
+    _no_secrets(result)
+
+
+def test_status_table_lists_every_entity_group_by_group_with_the_failed_ones_error(db, status_env,
+                                                                                 tmp_path) -> None:
+    with db.transaction() as conn:
+        insert_console_realm(conn, datetime.now(timezone.utc), HEALTHY_REALM, "Acme", run_entity="Bill",
+                             run_status="failed", run_error="FatalQBOError: 6240 duplicate document\nsecond line",
+                             entities=ENTITIES[:-1])  # TaxAgency never synced
+    result = _status(status_env, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    words = {word for line in lines for word in line.replace("·", " ").split()}
+    assert set(ENTITIES) <= words, sorted(set(ENTITIES) - words)
+    # One summary line per group, in GROUPS order, each followed by its entities.
+    group_lines = [i for i, line in enumerate(lines) if line.split()[:1] and line.split()[0] in GROUPS
+                   and "oldest success" in line]
+    assert [lines[i].split()[0] for i in group_lines] == list(GROUPS)
+    purchases = lines[group_lines[GROUPS.index("Purchases")]]
+    assert "1 failed: Bill; 5 ok" in purchases
+    assert any("Bill 4,210 FAILED" in line for line in lines)
+    assert "      ! Bill: FatalQBOError: 6240 duplicate document second line" in lines
+    assert "1 never synced; 7 ok" in lines[group_lines[GROUPS.index("Lists")]]
+    assert any("TaxAgency never" in line for line in lines)
+    entity_lines = [line for line in lines if line.startswith("      ") and not line.startswith("      !")]
+    assert len(entity_lines) <= 2 * len(GROUPS) and all(len(line) <= 100 for line in entity_lines)
     _no_secrets(result)
 
 

@@ -13,11 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 import requests
-from support.realms import assert_exact, connect_realm, data_calls, ok, served_versions, snapshot
+from support.realms import SYNCED, assert_exact, connect_realm, data_calls, ok, served_versions, snapshot
 
 from db.connection import Database
 from services.core.errors import DatabaseUnavailable
 from services.intuit.client import QBOClient
+from services.model.entities import ENTITY_NAMES
 from services.sync.engine import sync_realm
 from services.tokens.vault import client_for
 
@@ -39,11 +40,13 @@ def test_full_sync_of_a_generated_company_is_exact(db, settings, emulator) -> No
                             " FROM quickbooks.sync_runs WHERE realm_id = %s ORDER BY id", (realm,)).fetchall()
         state = dict(conn.execute("SELECT entity, row_count FROM quickbooks.sync_state WHERE realm_id = %s"
                                   " AND cursor IS NOT NULL", (realm,)).fetchall())
-    assert [r[0] for r in runs] == ["CompanyInfo", "Customer", "Item", "Estimate", "Invoice"]
+    assert [r[0] for r in runs] == list(ENTITY_NAMES)
     assert all(r[1] == "full" and r[2] == "cli" and r[3] == "success" for r in runs)
-    assert runs[4][4] == runs[4][5] == 1150
+    invoice_run = next(r for r in runs if r[0] == "Invoice")
+    assert invoice_run[4] == invoice_run[5] == 1150
     assert sum(r[6] for r in runs) == sum(data_calls(emulator, realm).values())
-    assert state == {"CompanyInfo": 1, "Customer": 120, "Item": 15, "Estimate": 40, "Invoice": 1150}
+    assert state == {name: len(emulator.admin.entities(realm, name)) for name in SYNCED} | {"CompanyInfo": 1}
+    assert (state["Customer"], state["Item"], state["Estimate"], state["Invoice"]) == (120, 15, 40, 1150)
 
 
 def test_incremental_changes_exactly_the_changed_rows(db, settings, emulator) -> None:
@@ -189,7 +192,7 @@ def test_a_realm_needing_reauth_is_skipped_with_a_reason(db, settings, emulator)
         conn.execute("UPDATE quickbooks.tokens SET status = 'needs_reauth', last_error = 'invalid_grant'"
                      " WHERE realm_id = %s", (realm,))
     outcomes = sync_realm(db, settings, realm)
-    assert {o.status for o in outcomes} == {"skipped"} and len(outcomes) == 5
+    assert {o.status for o in outcomes} == {"skipped"} and len(outcomes) == len(ENTITY_NAMES)
     assert sum(data_calls(emulator, realm).values()) == 0
     with db.transaction() as conn:
         runs = conn.execute("SELECT status, error FROM quickbooks.sync_runs WHERE realm_id = %s", (realm,)).fetchall()
@@ -322,7 +325,7 @@ def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings
     assert all("LastUpdatedTime" in s for s, _ in log)  # every query is windowed
     assert data_calls(emulator, realm)["query"] == len(log) <= full_calls // 2
     assert sum(n for _, n in log) < full_bytes / 4
-    assert_exact(db, emulator, realm)
+    assert_exact(db, emulator, realm, ("Invoice",))  # only invoices were synced (deletes touched payments)
     # 2. 1,050 updates, then deletes the capped CDC cannot show: the counts differ, so the
     #    deletes are found by an id-only listing; still a fraction of a full listing's bytes
     emulator.admin.advance_clock(120)  # the first burst is older than this window
@@ -340,12 +343,12 @@ def test_a_burst_over_the_cdc_cap_costs_a_window_not_a_full_listing(db, settings
     object_pages = [n for s, n in log if s.startswith("SELECT * FROM Invoice")]
     assert id_pages and all("LastUpdatedTime" in s for s, _ in log if s.startswith("SELECT * "))
     assert len(object_pages) == 2 and sum(n for _, n in log) < full_bytes / 4
-    assert_exact(db, emulator, realm)
+    assert_exact(db, emulator, realm, ("Invoice",))
     assert ok(sync_realm(db, settings, realm))
     emulator.admin.reset_counts()
     assert ok(sync_realm(db, settings, realm))  # back on one CDC call
     assert data_calls(emulator, realm) == {"query": 0, "cdc": 1, "read": 0, "companyinfo": 0}
-    assert_exact(db, emulator, realm)
+    assert_exact(db, emulator, realm, ("Invoice",))
 
 
 def test_a_refresh_token_rejected_during_a_sync_is_recorded_by_sync(db, settings, emulator) -> None:

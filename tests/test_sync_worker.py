@@ -37,8 +37,8 @@ def test_sync_once_exits_0_on_success_and_1_when_an_entity_fails(db, settings, e
     failed = qbsync(qbsync_env, tmp_path, "sync", "--once")
     assert failed.returncode == 1
     assert "entity=Item kind=cdc status=failed" in failed.stdout + failed.stderr
-    bad = qbsync(qbsync_env, tmp_path, "sync", "--once", "--entity", "Payment")
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "Payment" in bad.stderr
+    bad = qbsync(qbsync_env, tmp_path, "sync", "--once", "--entity", "Paycheck")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "Paycheck" in bad.stderr
 
 
 @pytest.mark.slow

@@ -26,9 +26,15 @@ from quickbooks.exceptions import (
     UnsupportedException,
     ValidationException,
 )
+from quickbooks.objects.account import Account
+from quickbooks.objects.bill import Bill
+from quickbooks.objects.billpayment import BillPayment
 from quickbooks.objects.customer import Customer
 from quickbooks.objects.invoice import Invoice
 from quickbooks.objects.item import Item
+from quickbooks.objects.journalentry import JournalEntry
+from quickbooks.objects.payment import Payment
+from quickbooks.objects.vendor import Vendor
 
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET
 from services.emulator.server import EmulatorServer
@@ -125,6 +131,29 @@ def test_python_quickbooks_lists_filters_counts_gets_and_pages(intuit) -> None:
             break
         position += 100
     assert seen == [o["Id"] for o in invoices] and position == 201
+
+
+def test_python_quickbooks_lists_the_ledger(intuit) -> None:
+    """Account, Vendor, Payment, Bill, BillPayment and JournalEntry through the library's own
+    objects: what the emulator holds (active rows for the name lists, as `SELECT *` gives), and
+    the books as the library reads them (entries balance, payments point at real invoices)."""
+    server, realm = intuit
+    admin = server.admin
+    qb = quickbooks(server, connected(server, realm), realm)
+    for cls in (Account, Vendor, Payment, Bill, BillPayment, JournalEntry):
+        name = cls.qbo_object_name
+        held = admin.entities(realm, name)
+        listed = cls.all(max_results=1000, qb=qb)
+        want = [o["Id"] for o in held if o.get("Active", True)]
+        assert held and sorted(o.Id for o in listed) == sorted(want), name
+    for entry in JournalEntry.all(max_results=1000, qb=qb):
+        sides = {"Debit": 0, "Credit": 0}
+        for line in entry.Line:
+            sides[line.JournalEntryLineDetail.PostingType] += round(float(line.Amount) * 100)
+        assert sides["Debit"] == sides["Credit"] > 0, entry.Id
+    payment = next(p for p in Payment.all(max_results=1000, qb=qb) if p.Line)
+    linked = payment.Line[0].LinkedTxn[0]
+    assert linked.TxnType == "Invoice" and Invoice.get(linked.TxnId, qb=qb).Id == linked.TxnId
 
 
 def test_python_quickbooks_change_data_capture(intuit) -> None:

@@ -22,13 +22,16 @@ from support.console import (
     console_settings,
     insert_console_realm,
     pilot_wait_for,
+    screen_text,
     seed_console_state,
 )
 
 from db.connection import Database
-from tui.app import LOG_SOURCES, ActionDone, ErrorDetailScreen, LogLines, PollResult, QBSyncApp
+from db.readmodel import ENTITY_ORDER, GROUPS
+from tui.app import LOG_SOURCES, ActionDone, EntitiesScreen, ErrorDetailScreen, LogLines, PollResult, QBSyncApp
 
 SIZE = (80, 24)
+FAILING_REALM = "9130357000000003"
 
 
 def sync_test(fn: Callable[..., Any]) -> Callable[..., None]:
@@ -55,7 +58,21 @@ class RecordingApp(QBSyncApp):
 
 
 def cell(app: QBSyncApp, table: str, row: str, column: str) -> str:
+    """A cell of the overview (the app's main screen, whatever screen is on top)."""
     return str(app.query_one(f"#{table}").get_cell(row, column))
+
+
+def detail_cell(app: QBSyncApp, entity: str, column: str) -> str:
+    """A cell of the entity detail, which must be the screen on top."""
+    assert isinstance(app.screen, EntitiesScreen)
+    return str(app.screen.query_one("#entities").get_cell(entity, column))
+
+
+def line_with(app: QBSyncApp, fragment: str) -> str:
+    """The one terminal line showing `fragment` (AssertionError if none does)."""
+    lines = [line for line in screen_text(app) if fragment in line]
+    assert lines, "\n".join(screen_text(app))
+    return lines[0]
 
 
 def text_of(app: QBSyncApp, selector: str) -> str:
@@ -74,6 +91,15 @@ def seeded(db: Database) -> datetime:
     return now
 
 
+@pytest.fixture
+def with_failure(db: Database, seeded: datetime) -> datetime:
+    """The seeded companies plus a third one whose Bill sync failed."""
+    with db.transaction() as conn:
+        insert_console_realm(conn, seeded, FAILING_REALM, "Zed Failing Ltd", run_entity="Bill", run_status="failed",
+                             run_error="FatalQBOError: 6240 Duplicate Document Number Error\nsecond line")
+    return seeded
+
+
 @sync_test
 async def test_console_shows_companies_tokens_entities_errors(db, database_url, seeded, tmp_path) -> None:
     app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock")
@@ -88,12 +114,11 @@ async def test_console_shows_companies_tokens_entities_errors(db, database_url, 
         assert cell(app, "realms", HEALTHY_REALM, "access")[:2] in ("47", "48")  # mm:ss countdown
         assert cell(app, "realms", HEALTHY_REALM, "refresh") == "in 98d"
         assert cell(app, "realms", REAUTH_REALM, "refresh") == "in 19d"
-        assert cell(app, "entities", "Invoice", "rows") == "12,873"
-        assert cell(app, "entities", "Customer", "rows") == "2,345"
-        assert cell(app, "entities", "Invoice", "success") == "20m ago"
-        assert cell(app, "entities", "Invoice", "status") == "success"
-        assert cell(app, "entities", "Invoice", "took") == "9.5s"
-        assert cell(app, "entities", "Invoice", "next") in ("in 39m", "in 40m")
+        assert cell(app, "groups", "Sales", "state") == "7 ok"
+        assert cell(app, "groups", "Sales", "rows") == "26,390"  # its seven entities' rows
+        assert cell(app, "groups", "Sales", "success") == "20m ago"
+        assert cell(app, "groups", "Sales", "next") in ("in 39m", "in 40m")
+        assert cell(app, "groups", "Lists", "state") == "8 ok"
         assert "CRITICAL" in text_of(app, "#topbar")
         assert "supervisord not reachable" in text_of(app, "#procs")
         errors = app.query_one("#errors")
@@ -115,7 +140,8 @@ async def test_needs_reauth_is_red_with_the_fix_command(db, database_url, seeded
         assert f"NEEDS REAUTH: run qbsync connect --realm-id {REAUTH_REALM}" in str(detail)
         assert any("red" in str(span.style) for span in detail.spans)
         assert str(app.query_one("#realms").get_cell(REAUTH_REALM, "token").style) == "bold white on red"
-        assert cell(app, "entities", "Invoice", "success") == "5h00m ago"
+        assert cell(app, "groups", "Sales", "success") == "5h00m ago"
+        assert cell(app, "groups", "Sales", "state") == "7 stale"
         await pilot.press("r")  # cannot act: says why, calls nothing
         await pilot_wait_for(pilot, lambda: noted(app, f"run qbsync connect --realm-id {REAUTH_REALM}"), "r refusal")
 
@@ -321,19 +347,116 @@ async def test_s_request_is_consumed_by_the_sync_worker(db, settings, emulator, 
                        poll_interval_s=0.2)
     async with app.run_test(size=SIZE) as pilot:
         await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
-        assert cell(app, "entities", "Customer", "success") == "never"
-        await pilot.press("s")
+        assert cell(app, "groups", "Sales", "success") == "never"
+        assert cell(app, "groups", "Sales", "state") == "7 never synced"
+        await pilot.press("d")  # the detail follows the polls while it is open
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, EntitiesScreen), "the entity detail")
+        assert detail_cell(app, "Customer", "success") == "never"
+        await pilot.press("s")  # acts on the company of the detail
         await pilot_wait_for(pilot, lambda: noted(app, "queued"), "queued notification")
         ran = await asyncio.to_thread(run_requests, db, settings)  # the sync worker's request loop
         assert ran == 1
         await pilot_wait_for(pilot, lambda: noted(app, "of Queued Sync Ltd finished"), "finish notification", 30)
-        await pilot_wait_for(pilot, lambda: cell(app, "entities", "Customer", "rows") == "7", "synced rows shown")
-        assert cell(app, "entities", "Invoice", "rows") == "4"
-        assert cell(app, "entities", "Customer", "status") == "success"
-        assert cell(app, "entities", "Customer", "success").endswith("s ago")
+        await pilot_wait_for(pilot, lambda: detail_cell(app, "Customer", "rows") == "7", "synced rows shown")
+        assert detail_cell(app, "Invoice", "rows") == "4"
+        assert detail_cell(app, "Customer", "status") == "success"
+        assert detail_cell(app, "Customer", "success").endswith("s ago")
+        await pilot.press("escape")
+        await pilot_wait_for(pilot, lambda: not isinstance(app.screen, EntitiesScreen), "back to the overview")
+        assert cell(app, "groups", "Sales", "state") == "7 ok"
     with db.transaction() as conn:
         assert conn.execute("SELECT status, requested_by FROM quickbooks.sync_requests").fetchall() == [
             ("done", "tui")]
+
+
+@sync_test
+async def test_overview_shows_every_group_and_a_failed_entity_at_80x24_without_scrolling(
+        db, database_url, with_failure, tmp_path) -> None:
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        await pilot.press("down", "down")
+        await pilot_wait_for(pilot, lambda: app.selected_realm == FAILING_REALM, "the failing company selected")
+        await pilot.pause()
+        groups = app.query_one("#groups")
+        assert [key.value for key in groups.rows] == list(GROUPS)
+        assert groups.max_scroll_y == 0 and app.screen.max_scroll_y == 0  # nothing hidden below a scroll
+        lines = screen_text(app)
+        assert len(lines) == SIZE[1]
+        for group in GROUPS:  # every group's row is on the terminal, under the realms
+            assert any(line.split()[:1] == [group] for line in lines), "\n".join(lines)
+        # The failure is on the overview, named, without opening anything.
+        assert "1 failed: Bill · 5 ok" in line_with(app, "Purchases")
+        assert "bold red" in str(groups.get_cell("Purchases", "state").spans[0].style)
+        assert cell(app, "groups", "Purchases", "success") == "1h20m ago"
+        assert "7 ok" in line_with(app, "Sales")
+        assert "d Entities" in lines[-1] and "q Quit" in lines[-1]  # the footer is on screen
+
+
+@sync_test
+async def test_d_lists_every_entity_and_scrolling_reaches_the_last(db, database_url, with_failure, tmp_path) -> None:
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        await pilot.press("d")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, EntitiesScreen), "the entity detail")
+        await pilot.pause()
+        table = app.screen.query_one("#entities")
+        assert [key.value for key in table.rows] == list(ENTITY_ORDER)
+        assert "Acme Café & Sons · 28 entities: 28 ok" in line_with(app, "28 entities")
+        assert detail_cell(app, "Invoice", "rows") == "12,873"
+        assert detail_cell(app, "Invoice", "success") == "20m ago"
+        assert detail_cell(app, "Invoice", "status") == "success"
+        assert detail_cell(app, "Invoice", "took") == "7.5s"
+        assert detail_cell(app, "Invoice", "next") in ("in 39m", "in 40m")
+        assert not any("TaxAgency" in line for line in screen_text(app))  # 28 rows do not fit in 24 lines
+        footer = screen_text(app)[-1]
+        assert "esc Back" in footer and "q Quit" in footer
+        assert "l Log" not in footer and "p Restart" not in footer and "e Error" not in footer  # not here
+        await pilot.press("pagedown", "pagedown")
+        await pilot_wait_for(pilot, lambda: table.cursor_row == len(ENTITY_ORDER) - 1, "the cursor on the last row")
+        await pilot.pause()
+        assert line_with(app, "TaxAgency").split()[:3] == ["TaxAgency", "20m", "ago"]
+        assert "TaxAgency: outside Intuit's CDC" in line_with(app, "TaxAgency:")
+        await pilot.press("l")  # hidden here: does nothing
+        assert "log: sync.out.log" in text_of(app, "#loglabel")
+        await pilot.press("escape")
+        await pilot_wait_for(pilot, lambda: not isinstance(app.screen, EntitiesScreen), "back to the overview")
+        assert any(line.split()[:1] == ["Purchases"] for line in screen_text(app))
+
+
+@sync_test
+async def test_d_opens_on_the_failed_entity_with_its_error(db, database_url, with_failure, tmp_path) -> None:
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        await pilot.press("down", "down")
+        await pilot_wait_for(pilot, lambda: app.selected_realm == FAILING_REALM, "the failing company selected")
+        await pilot.press("d")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, EntitiesScreen), "the entity detail")
+        table = app.screen.query_one("#entities")
+        await pilot_wait_for(pilot, lambda: table.cursor_row == ENTITY_ORDER.index("Bill"), "the cursor on Bill")
+        await pilot.pause()
+        assert detail_cell(app, "Bill", "status") == "failed"
+        assert "FatalQBOError: 6240 Duplicate Document Number Error second line" in str(
+            app.screen.query_one("#entity-detail").content)
+        assert "1 failed: Bill · 27 ok" in line_with(app, "28 entities")
+        assert line_with(app, "Vendor").split()[:2] == ["Purchases", "Vendor"]  # its group starts the view
+
+
+@sync_test
+async def test_enter_on_a_group_opens_the_detail_at_that_group(db, database_url, seeded, tmp_path) -> None:
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        app.query_one("#groups").focus()
+        await pilot.press(*["down"] * GROUPS.index("Lists"), "enter")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, EntitiesScreen), "the entity detail")
+        table = app.screen.query_one("#entities")
+        await pilot_wait_for(pilot, lambda: table.cursor_row == ENTITY_ORDER.index("Class"), "the cursor on Class")
+        await pilot.pause()
+        assert line_with(app, "Class ").split()[:2] == ["Lists", "Class"]
+        assert any("TaxAgency" in line for line in screen_text(app))  # the last group, all of it
 
 
 @sync_test

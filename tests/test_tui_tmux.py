@@ -1,5 +1,6 @@
 """End to end: `qbsync tui` in a real terminal (tmux, 100x30, TERM=xterm-256color) against a real
-database and the emulator; `r` makes one refresh at the emulator and `q` ends the session."""
+database and the emulator: one row per entity group, `d` lists every entity, `r` makes one refresh
+at the emulator and `q` ends the session."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 from support import wait_for
 
+from services.model.entities import ENTITY_NAMES, GROUPS
+
 pytestmark = pytest.mark.slow  # the console in a real tmux terminal
 
 QBSYNC = str(Path(sys.executable).parent / "qbsync")
-ENTITIES = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
 
 
 def _tmux() -> str:
@@ -39,7 +41,7 @@ def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, e
                expires_in=int(grant["expires_in"]))
     now = datetime.now(timezone.utc)
     with db.transaction() as conn:
-        for i, entity in enumerate(ENTITIES):
+        for i, entity in enumerate(ENTITY_NAMES):
             conn.execute(
                 "INSERT INTO quickbooks.sync_state (realm_id, entity, last_success_at, last_run_status, row_count,"
                 " next_run_at) VALUES (%s, %s, %s, 'success', %s, %s)",
@@ -63,17 +65,27 @@ def test_tui_in_tmux_shows_company_tokens_entities_and_keys_work(db, settings, e
     try:
         tmux_cmd("new-session", "-d", "-s", "console", "-x", "100", "-y", "30", "-e", "TERM=xterm-256color",
                  f"{QBSYNC} tui")
-        wait_for(lambda: "Tmux Tea Room" in screen() and "Invoice" in screen() and "7m ago" in screen(), 30,
+        wait_for(lambda: "Tmux Tea Room" in screen() and "Purchases" in screen() and "7m ago" in screen(), 30,
                  "the first paint with data", interval=0.2, details=screen_dump)
         text = screen()
         assert "active" in text
         row = next(line for line in text.splitlines() if "Tmux Tea Room" in line)
         assert any(f"{m}:" in row for m in ("59", "58", "57")), row  # access-token countdown mm:ss
-        for entity in ENTITIES:
-            line = next(line for line in text.splitlines() if line.strip().startswith(entity))
-            assert "7m ago" in line and "success" in line, line
+        lines = text.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["Group", "Entities"])
+        group_rows = lines[header + 1:header + 1 + len(GROUPS)]  # one row per group, all on screen
+        assert [line.split()[0] for line in group_rows] == list(GROUPS), text
+        for line in group_rows:
+            assert " ok " in line and "7m ago" in line, line
         assert "supervisord not reachable" in text
         assert grant["access_token"] not in text and grant["refresh_token"] not in text
+
+        tmux_cmd("send-keys", "-t", "console", "d")
+        wait_for(lambda: "28 entities" in screen(), 15, "the entity detail", interval=0.2, details=screen_dump)
+        line = next(line for line in screen().splitlines() if " CompanyInfo " in line)
+        assert "7m ago" in line and "success" in line, line
+        tmux_cmd("send-keys", "-t", "console", "Escape")
+        wait_for(lambda: "processes:" in screen(), 15, "back to the overview", interval=0.2, details=screen_dump)
 
         tmux_cmd("send-keys", "-t", "console", "r")
         wait_for(lambda: emulator.admin.request_counts(realm)["token:refresh_token"] >= 1, 30, "a refresh call",

@@ -118,12 +118,12 @@ def test_every_sample_is_stored_with_the_right_status(receiver: Receiver) -> Non
                           " FROM quickbooks.webhook_inbox ORDER BY id")
     assert rows == [
         ("classic", "1185883450", "Customer", "1", "Create", None, "pending"),
-        ("classic", "1185883450", "Vendor", "1", "Create", None, "ignored"),
-        ("classic", "310687", "Account", "1234", "Create", None, "ignored"),
-        ("cloudevents", "310687", "Account", "1234", "Create", None, "ignored"),
+        ("classic", "1185883450", "Vendor", "1", "Create", None, "pending"),
+        ("classic", "310687", "Account", "1234", "Create", None, "pending"),
+        ("cloudevents", "310687", "Account", "1234", "Create", None, "pending"),
         ("cloudevents", "93414556*********", "Customer", "123", "Merge", "27", "pending"),
-        ("cloudevents", "310687", "Class", "1234", "Create", None, "ignored"),
-    ]
+        ("cloudevents", "310687", "Class", "1234", "Create", None, "pending"),
+    ]  # every entity of the samples is part of the ledger (SPEC section 10)
     assert receiver.query("SELECT count(*) FROM quickbooks.errors") == [(0,)]
 
 

@@ -2,9 +2,11 @@
 
 One glance: a health line, every company with its token (status, a live access-token
 countdown, refresh-token idle and hard expiry in green/yellow/red), the selected company's
-entities (last success, last run, rows, duration, next run), supervisord's processes,
-the newest errors and a log tail. One key fixes the common problems: `r` refresh the
-token, `s` queue a sync, `p` restart a process; `l` switches the log, `e` shows an error.
+entities one row per group (how many are ok, stale, never synced or failed, naming the failed
+ones; oldest success, rows, next run), supervisord's processes, the newest errors and a log
+tail. `d` (or enter on a group) opens every entity of the company (`tui.entities`). One key
+fixes the common problems: `r` refresh the token, `s` queue a sync, `p` restart a process;
+`l` switches the log, `e` shows an error.
 
 Everything blocking (PostgreSQL, supervisord, the token endpoint, log files) runs in
 thread workers that report back with messages; polls are chained with `set_timer` so a
@@ -34,89 +36,20 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, RichLog, Static
 
-from db.readmodel import ENTITY_ORDER, health, status_snapshot, sync_request_states
+from db.readmodel import GROUPS, group_summaries, health, status_snapshot, sync_request_states
 from services.core.durations import span
 from services.core.errors import QBSyncError
 from services.core.logs import redact
+from tui.cells import GROUP_COLUMNS, ago, countdown, expiry, group_cells, one_line, token_status
+from tui.entities import EntitiesScreen, first_to_look_at
 from tui.logtail import LogTail
 
-__all__ = ["QBSyncApp", "cmd_tui", "LOG_SOURCES", "ErrorDetailScreen"]
+__all__ = ["QBSyncApp", "cmd_tui", "LOG_SOURCES", "ErrorDetailScreen", "EntitiesScreen"]
 
 LOG_SOURCES: tuple[tuple[str, str], ...] = tuple(
     (program, stream) for program in ("sync", "tokenup", "webhook") for stream in ("out", "err"))
 POLL_INTERVAL_S = 5.0
 LOG_INTERVAL_S = 1.0
-DAY = 86400.0
-
-
-# ---------------------------------------------------------------- formatting (pure)
-
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def ago(value: str | None, now: datetime) -> str:
-    """'5m ago' or 'never'."""
-    when = _parse(value)
-    if when is None:
-        return "never"
-    return f"{span((now - when).total_seconds())} ago"
-
-
-def until(value: str | None, now: datetime) -> str:
-    """'in 5m', 'due' or '-'."""
-    when = _parse(value)
-    if when is None:
-        return "-"
-    left = (when - now).total_seconds()
-    return f"in {span(left)}" if left > 0 else "due"
-
-
-def countdown(value: str | None, now: datetime, margin_s: float) -> Text:
-    """The access-token countdown: mm:ss under an hour; yellow inside the margin, red expired."""
-    when = _parse(value)
-    if when is None:
-        return Text("none", style="yellow")
-    left = (when - now).total_seconds()
-    if left <= 0:
-        return Text("expired", style="bold red")
-    s = int(left)
-    text = f"{s // 60:02d}:{s % 60:02d}" if s < 3600 else span(left)
-    return Text(text, style="yellow" if left < margin_s else "green")
-
-
-def expiry(value: str | None, now: datetime) -> Text:
-    """Refresh-token expiry: green beyond 30 days, yellow within 30, red within 7 or passed."""
-    when = _parse(value)
-    if when is None:
-        return Text("-", style="dim")
-    left = (when - now).total_seconds()
-    if left <= 0:
-        return Text("expired", style="bold red")
-    style = "red" if left <= 7 * DAY else "yellow" if left <= 30 * DAY else "green"
-    return Text(f"in {span(left)}", style=style)
-
-
-def token_status(status: str) -> Text:
-    if status == "active":
-        return Text("active", style="green")
-    if status == "needs_reauth":
-        return Text("NEEDS REAUTH", style="bold white on red")
-    return Text(status, style="dim")
-
-
-def run_status(status: str | None) -> Text:
-    if status is None:
-        return Text("never", style="yellow")
-    style = {"success": "green", "failed": "bold red", "running": "cyan", "skipped": "dim"}.get(status, "")
-    return Text(status, style=style)
-
-
-def one_line(text: str | None, width: int | None = None) -> str:
-    flat = " ".join((text or "").split())
-    if width is not None and len(flat) > width:
-        return flat[: width - 1] + "…"
-    return flat
 
 
 # ---------------------------------------------------------------- messages
@@ -222,6 +155,7 @@ class QBSyncApp(App[None]):
         Binding("s", "sync_now", "Sync now"),
         Binding("l", "next_log", "Log"),
         Binding("e", "error_details", "Error"),
+        Binding("d", "entity_details", "Entities"),
         Binding("p", "restart_process", "Restart"),
         Binding("q", "quit", "Quit"),
     ]
@@ -230,12 +164,12 @@ class QBSyncApp(App[None]):
     #topbar { height: 1; padding: 0 1; background: $panel; }
     #banner { height: auto; padding: 0 1; background: red; color: white; text-style: bold; display: none; }
     #banner.down { display: block; }
-    DataTable { height: auto; scrollbar-size-vertical: 1; }
+    DataTable { scrollbar-size-vertical: 1; }
     #realms { max-height: 5; }
     #detail { height: 2; padding: 0 1; }
-    #entities { height: 6; }
+    #groups { height: 7; }
     #procs { height: 1; padding: 0 1; }
-    #errors { height: 5; }
+    #errors { height: 4; }
     #loglabel { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
     #log { height: 1fr; min-height: 2; }
     """
@@ -278,16 +212,12 @@ class QBSyncApp(App[None]):
         realms.add_column("Hard exp", key="hard", width=8)
         yield realms
         yield Static("", id="detail")
-        entities: DataTable = DataTable(id="entities", cursor_type="none")
-        entities.add_column("Entity", key="entity", width=11)
-        entities.add_column("Last success", key="success", width=12)
-        entities.add_column("Last run", key="status", width=8)
-        entities.add_column("Rows", key="rows", width=10)
-        entities.add_column("Took", key="took", width=7)
-        entities.add_column("Next run", key="next", width=9)
-        for name in ENTITY_ORDER:
-            entities.add_row(Text(name), Text("-"), Text("-"), Text("-"), Text("-"), Text("-"), key=name)
-        yield entities
+        groups: DataTable = DataTable(id="groups", cursor_type="row")
+        for key, label, width in GROUP_COLUMNS:
+            groups.add_column(label, key=key, width=width)
+        for group in GROUPS:
+            groups.add_row(Text(group), *[Text("-")] * (len(GROUP_COLUMNS) - 1), key=group)
+        yield groups
         yield Static("", id="procs")
         errors: DataTable = DataTable(id="errors", cursor_type="row")
         errors.add_column("When", key="when", width=8)
@@ -493,20 +423,18 @@ class QBSyncApp(App[None]):
             elif token["last_error"]:
                 detail.append(f"token: {one_line(token['last_error'], 70)}", style="yellow")
         self.query_one("#detail", Static).update(detail)
-        table = self.query_one("#entities", DataTable)
-        by_name = {e["entity"]: e for e in (realm or {}).get("entities", [])}
-        for name in ENTITY_ORDER:
-            ent = by_name.get(name)
-            if ent is None:
-                cells = [Text("-")] * 5
-            else:
-                success = Text(ago(ent["last_success_at"], now),
-                               style="yellow" if ent.get("stale") else "")
-                took = "-" if ent["duration_s"] is None else f"{ent['duration_s']:.1f}s"
-                cells = [success, run_status(ent["last_run_status"]), Text(f"{ent['rows']:,}", justify="right"),
-                         Text(took, justify="right"), Text(until(ent["next_run_at"], now))]
-            for col, cell in zip(("success", "status", "rows", "took", "next"), cells, strict=True):
-                table.update_cell(name, col, cell)
+        table = self.query_one("#groups", DataTable)
+        if realm is None:
+            for group in GROUPS:
+                for key, _, _ in GROUP_COLUMNS[1:]:
+                    table.update_cell(group, key, Text("-"))
+        else:
+            for summary in group_summaries(realm):
+                for (key, _, _), cell in zip(GROUP_COLUMNS, group_cells(summary, now), strict=True):
+                    table.update_cell(summary.group, key, cell)
+        for screen in self.screen_stack:
+            if isinstance(screen, EntitiesScreen):
+                screen.show(self._realm(screen.realm_id), now)
 
     def _render_processes(self) -> None:
         line = Text("processes: ", style="bold")
@@ -713,6 +641,34 @@ class QBSyncApp(App[None]):
         table = self.query_one("#errors", DataTable)
         index = min(max(table.cursor_row, 0), len(errors) - 1)
         self.push_screen(ErrorDetailScreen(errors[index], self.clock()))
+
+    def action_entity_details(self, group: str | None = None) -> None:
+        """Every entity of the selected company: opened on the first entity of `group`, else of
+        the highlighted group when the groups table has the focus, else on the first entity
+        that needs a look (failed, never synced, stale)."""
+        realm = self._realm(self.selected_realm)
+        if realm is None:
+            self._cannot("no company selected (connect one with qbsync connect)")
+            return
+        groups = self.query_one("#groups", DataTable)
+        if group is None and groups.has_focus:
+            group = GROUPS[groups.cursor_row]
+        if group is not None:
+            focus = next(e["entity"] for e in realm["entities"] if e["group"] == group)
+        else:
+            focus = first_to_look_at(realm)
+        self.push_screen(EntitiesScreen(realm, self.clock(), focus))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "groups" and event.row_key.value is not None:
+            self.action_entity_details(event.row_key.value)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """On the entity detail only the keys that act on its company (and quit) are live and in
+        the footer: the log, the errors table and the process list are not on that screen."""
+        if isinstance(self.screen, EntitiesScreen):
+            return action not in ("next_log", "error_details", "entity_details", "restart_process")
+        return True
 
     def exit(self, *args: Any, **kwargs: Any) -> None:
         self._quit_requested = True

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.core.errors import ConfigError
+from services.core.limits import CONCURRENT_REQUESTS, REQUESTS_PER_MINUTE
 from services.core.logs import register_secret
 
 __all__ = ["Secret", "Settings", "load_settings", "API_BASE_URLS"]
@@ -78,6 +79,8 @@ class Settings:
     sync_interval_minutes: int = 60
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8080
+    monthly_call_limit: int = 500_000
+    call_reserve_percent: float = 5.0
     log_level: str = "INFO"
     restart_delay_seconds: float = 10.0
     work_dir: Path = field(default_factory=Path.cwd)
@@ -210,14 +213,16 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         revoke_url=_url(env, "QBO_REVOKE_URL", DEFAULT_REVOKE_URL) or "",
         webhook_verifier_token=Secret(verifier) if verifier else None,
         minor_version=_int(env, "QBO_MINOR_VERSION", 75, 75, 999),
-        max_requests_per_minute=_int(env, "QBO_MAX_REQUESTS_PER_MINUTE", 450, 1, 500),  # Intuit's: 500
-        max_concurrency=_int(env, "QBO_MAX_CONCURRENCY", 4, 1, 10),  # Intuit's: 10
+        max_requests_per_minute=_int(env, "QBO_MAX_REQUESTS_PER_MINUTE", 450, 1, REQUESTS_PER_MINUTE),
+        max_concurrency=_int(env, "QBO_MAX_CONCURRENCY", 4, 1, CONCURRENT_REQUESTS),
         retry_base_seconds=_float(env, "QBO_RETRY_BASE_SECONDS", 2.0, 0.0, 60.0),
         token_refresh_margin_minutes=_int(env, "TOKEN_REFRESH_MARGIN_MINUTES", 10, 1, 55),
         token_check_interval_seconds=_int(env, "TOKEN_CHECK_INTERVAL_SECONDS", 60, 1, 3600),
         sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 60, 1, 24 * 60),
         webhook_host=env.get("WEBHOOK_HOST", "").strip() or "127.0.0.1",
         webhook_port=_int(env, "WEBHOOK_PORT", 8080, 0, 65535),
+        monthly_call_limit=_int(env, "QBO_MONTHLY_CALL_LIMIT", 500_000, 1, 10**10),
+        call_reserve_percent=_float(env, "QBO_CALL_RESERVE_PERCENT", 5.0, 0.0, 50.0),
         log_level=log_level,
         restart_delay_seconds=_float(env, "RESTART_DELAY_SECONDS", 10.0, 0.0, 3600.0),
         work_dir=Path.cwd(),

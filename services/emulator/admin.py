@@ -49,10 +49,14 @@ class EmulatorAdmin:
         return payload
 
     def create_realm(self, realm_id: str | None = None, company_name: str | None = None, customers: int = 50,
-                     items: int = 20, invoices: int = 100, estimates: int = 20, seed: int | None = None) -> str:
-        """Generate a company; returns its realm id (deterministic data for a given seed)."""
+                     items: int = 20, invoices: int = 100, estimates: int = 20, seed: int | None = None,
+                     sizes: dict[str, int] | None = None, sales_tax: bool = False) -> str:
+        """Generate a company; returns its realm id (deterministic data for a given seed). `sizes`
+        sets the count of other entities by QBO name ({"Payment": 400, "Vendor": 30, ...}; by
+        default proportional to `invoices`); `sales_tax` charges sales tax on taxable customers."""
         return str(self._call("create_realm", realm_id=realm_id, company_name=company_name, customers=customers,
-                              items=items, invoices=invoices, estimates=estimates, seed=seed)["realm_id"])
+                              items=items, invoices=invoices, estimates=estimates, seed=seed, sizes=sizes,
+                              sales_tax=sales_tax)["realm_id"])
 
     def issue_tokens(self, realm_id: str, access_expires_in: int = 3600) -> dict[str, Any]:
         """A fresh token pair (now the realm's newest) as a token response, plus realmId."""
@@ -73,11 +77,14 @@ class EmulatorAdmin:
     def configure(self, **kw: Any) -> dict[str, Any]:
         """Change settings: grace_seconds, rate_limit_per_minute, latency_ms, fail_rate_429, fail_rate_503,
         webhook_url, webhook_format, verifier_token, hard_expires_in (for realms created afterwards),
-        seed (reseeds failure injection). Returns the configuration (verifier token masked)."""
+        seed (reseeds failure injection), report_cell_limit (cells one report answer may hold,
+        400,000), report_adjustments (a list of {"report", "account_id" | "customer_id" | "vendor_id",
+        "amount", "realm_id"?}: amounts added to that row of that report; [] clears). Returns the
+        configuration (verifier token masked)."""
         return dict(self._call("configure", _keep_none=True, **kw))
 
     def request_counts(self, realm_id: str | None = None) -> dict[str, int]:
-        """Calls per kind ("query", "cdc", "read", "companyinfo", "token:refresh_token",
+        """Calls per kind ("query", "cdc", "read", "companyinfo", "report", "token:refresh_token",
         "token:authorization_code", "revoke", "authorize", "throttled", "no_minorversion")."""
         return {k: int(v) for k, v in self._call("request_counts", realm_id=realm_id).items()}
 
@@ -87,8 +94,10 @@ class EmulatorAdmin:
 
     def mutate(self, realm_id: str, entity: str, op: str, id: str | int | None = None,  # noqa: A002 - QBO's Id
                fields: dict[str, Any] | None = None, merge_into: str | int | None = None) -> dict[str, Any]:
-        """Apply create/update/delete/void/merge/inactivate; returns the object as served (or the
-        delete marker); the change goes to CDC and, when configured, out as a webhook."""
+        """Apply create/update/delete/void/merge/inactivate to any entity its traits allow
+        (services.emulator.traits); returns the object as served (the delete marker, the merge
+        survivor); the change and what it moved (linked documents) go to CDC and, when
+        configured, the change goes out as a webhook."""
         return dict(self._call("mutate", realm_id=realm_id, entity=entity, op=op,
                                id=None if id is None else str(id), fields=fields,
                                merge_into=None if merge_into is None else str(merge_into)))
@@ -96,6 +105,11 @@ class EmulatorAdmin:
     def entities(self, realm_id: str, entity: str, include_deleted: bool = False) -> list[dict[str, Any]]:
         """Every object of the entity as the Data API serves it, in Id order (inactive included)."""
         return list(self._call("entities", realm_id=realm_id, entity=entity, include_deleted=include_deleted))
+
+    def vanish(self, realm_id: str, entity: str, id: str | int) -> None:  # noqa: A002 - QBO's Id
+        """Drop an object without a trace: gone from query, COUNT, read and CDC, no Deleted marker
+        and no webhook (only a COUNT comparison can notice); reports afterwards leave it out."""
+        self._call("vanish", realm_id=realm_id, entity=entity, id=str(id))
 
     def advance_clock(self, seconds: float) -> float:
         """Move the emulator clock by `seconds`; returns its new epoch time."""

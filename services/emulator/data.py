@@ -1,30 +1,48 @@
-"""Deterministic generator of realistic, Intuit-shaped QBO companies.
+"""Deterministic generator of realistic, Intuit-shaped QBO companies whose books balance.
 
 `CompanyGenerator(seed)` produces the same objects for the same seed, sizes and `now`
 (everything comes from one seeded `random.Random`). Objects follow the recorded samples in
 shared/qbo/samples (key order included): customers with unique, varied DisplayNames
-(accents, apostrophes, CJK, ampersands), ~5% inactive; Service/Inventory/NonInventory items;
-invoices with 1-4 item lines, a SubTotal line, sometimes a discount line, consistent totals,
-paid/partly paid/open balances and at least one voided invoice; estimates in every TxnStatus.
-Money is always a two-place Decimal. Times are epoch seconds; MetaData strings use the
-company's Pacific offset (-08:00, -07:00 in daylight saving time).
+(accents, apostrophes, CJK, ampersands), ~5% inactive, one in eight a job (sub-customer) of
+an earlier customer; Service/Inventory/NonInventory items; invoices with 1-4 item lines, a
+SubTotal line, sometimes a discount line, a class, a department, terms, consistent totals and
+at least one voided invoice; estimates in every TxnStatus; sales receipts, credit memos and
+refund receipts. With `sales_tax` the sales documents of taxable customers billed in CA or AZ
+carry TxnTaxDetail (TotalAmt = lines - discount + tax); without it their tax is 0.
+
+`generate_company` builds a whole company around them (services/emulator/ledger.py for the
+rest of the ledger): payments settle invoices and credit memos (each invoice's Balance is its
+TotalAmt minus the payment lines linking it), deposits take payments and sales receipts out of
+Undeposited Funds, bill payments settle bills and vendor credits, and Customer.Balance,
+Vendor.Balance and the balance-sheet accounts' CurrentBalance are computed from the documents
+(services/emulator/books.py). Money is always a two-place Decimal. Times are epoch seconds;
+MetaData strings use the company's Pacific offset (-08:00, -07:00 in daylight saving time).
 """
 
 from __future__ import annotations
 
 import random
-import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-from services.emulator.jsontext import fmt_date, fmt_ts
+from services.emulator.books import deposited, party_effects, postings, void_document
+from services.emulator.chart import (
+    TERM_DAYS,
+    ListPicker,
+    Picker,
+    fixed_lists,
+    sales_tax_rate_max,
+    tax_code_for,
+    tax_detail,
+    term_ref,
+)
+from services.emulator.fake import ADJ, DAY, FAMILY, GIVEN, SUFFIXES, TRADES, USD, ZERO, Faker, cents, metadata, slug
+from services.emulator.jsontext import fmt_date, fmt_ts, money
+from services.emulator.ledger import LedgerGenerator, Made, Plan, ledger_sizes, materialize, name_ref, plan_settlements
+from services.emulator.traits import ENTITIES, TRAITS
 
-__all__ = ["CompanyGenerator", "SPECIAL_CUSTOMER_NAMES", "generate_company", "void_invoice", "USD", "DAY"]
-
-DAY = 86400.0
-USD = {"value": "USD", "name": "United States Dollar"}
-ZERO = Decimal("0.00")
+__all__ = ["CompanyGenerator", "SPECIAL_CUSTOMER_NAMES", "generate_company", "retotal_sales", "USD", "DAY"]
 
 SPECIAL_CUSTOMER_NAMES = [
     "Café Müller", "O'Brien's Plumbing", "東京商事", "Smith & Sons Landscaping",
@@ -32,30 +50,6 @@ SPECIAL_CUSTOMER_NAMES = [
     "Łódź Textiles", "São Paulo Café & Co.", "Ñandú Imports", "Amy's Bird Sanctuary",
     "Müller-Lüdenscheidt GmbH", "대한 무역", "Crêperie du Coin",
 ]
-_GIVEN = ["Amy", "Bill", "Grace", "Peter", "Kathy", "Stephanie", "José", "Zoë", "Sean", "Aoife",
-          "Hiroshi", "Mei", "Olga", "Renée", "Björn", "Chloé", "Dmitri", "Fatima", "Gunnar",
-          "Ingrid", "Jamal", "Keiko", "Lars", "Marta", "Noor", "Oscar", "Priya", "Quentin",
-          "Rosa", "Søren", "Tomás", "Uma", "Valentina", "Wei", "Xavier", "Yusuf", "Zainab",
-          "Anaïs", "Maëlle", "Joël", "Linnea", "Mateo", "Nadia", "Pablo", "Rahul", "Sven"]
-_FAMILY = ["Lauterbach", "Lucchini", "Pariente", "Dukes", "Paulsen", "Martini", "O'Neil",
-           "D'Souza", "Müller", "García", "Núñez", "Søndergaard", "Åberg", "Nakamura", "Chen",
-           "Kowalski", "Dubois", "Rossi", "Fischer", "Schröder", "Yamamoto", "Okafor", "Patel",
-           "Haddad", "Ivanova", "Jensen", "Kim", "Larsen", "Moreau", "Novak", "Olsen", "Peña",
-           "Quinn", "Ramírez", "Silva", "Tanaka", "Urquhart", "Vásquez", "Weiß", "Young",
-           "Zielinski", "McAllister", "O'Connor", "Brontë", "Cruz", "Baker", "Ellis", "Ford"]
-_TRADES = ["Plumbing", "Landscaping", "Bakery", "Windsurf Shop", "Basketball Camp", "Diner",
-           "Medical Supplies", "Auto Repair", "Books", "Florist", "Catering", "Bike Shop",
-           "Dental", "Design Studio", "Pet Care", "Roofing", "Tailoring", "Wine Bar",
-           "Hardware", "Electric", "Pottery", "Coffee Roasters", "Yoga Studio", "Print Shop"]
-_SUFFIXES = ["LLC", "Inc.", "& Co.", "LLP", "Group", "Partners", "Ltd."]
-_ADJ = ["Red Rock", "Blue Lake", "Golden Gate", "Silver Pine", "Green Valley", "Cedar Hill",
-        "Ocean View", "Maple Leaf", "Sunset", "Northwind", "Harbor", "Summit", "Riverside"]
-_ADDRESSES = [("Tucson", "AZ", "85719"), ("Bayshore", "CA", "94326"), ("Half Moon Bay", "CA", "94213"),
-              ("Palo Alto", "CA", "94303"), ("Middlefield", "CA", "94304"), ("Sunnyvale", "CA", "94086"),
-              ("Portland", "OR", "97205"), ("Seattle", "WA", "98101"), ("Austin", "TX", "78701"),
-              ("Boulder", "CO", "80302"), ("Brooklyn", "NY", "11201"), ("Santa Fe", "NM", "87501")]
-_STREETS = ["Court St.", "Finch St.", "Ocean Dr.", "Channing", "Main St.", "Red Rock Rd.",
-            "S. Boise Ave", "Elm Ave.", "Pine St.", "Cedar Ln.", "Rue de la Paix", "Market St."]
 _ITEMS = [("Design", "Service", "Custom Design"), ("Installation", "Service", "Installation of landscape design"),
           ("Rock Fountain", "Inventory", "Rock Fountain"), ("Pest Control", "Service", "Pest Control Services"),
           ("Gardening", "Service", "Weekly Gardening Service"), ("Hours", "Service", "Hourly labor"),
@@ -73,31 +67,25 @@ _EXPENSE = {"value": "80", "name": "Cost of Goods Sold"}
 _ASSET = {"value": "81", "name": "Inventory Asset"}
 _DISCOUNT_ACCOUNT = {"value": "86", "name": "Discounts given"}
 _CUSTOM_FIELD = [{"DefinitionId": "1", "Name": "Crew #", "Type": "StringType"}]
+_MEMO = {"value": "Thank you for your business and have a great day!"}
+_PROJECTS = ["Ocean View Road", "Backyard Remodel", "Patio", "Front Garden", "Office Park", "Rooftop Terrace",
+             "Pool House", "Orchard", "Courtyard", "Driveway"]
 
 
-def _cents(value: int) -> Decimal:
-    return Decimal(value).scaleb(-2)
-
-
-def _ascii(text: str) -> str:
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return "".join(ch for ch in folded.lower() if ch.isalnum())
-
-
-class CompanyGenerator:
+class CompanyGenerator(Faker):
     """One company's object factory; all randomness comes from `random.Random(seed)`."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, *, sales_tax: bool = False) -> None:
+        super().__init__(random.Random(seed))
         self.seed = seed
-        self.rng = random.Random(seed)
-        self.names: set[str] = set()
+        self.sales_tax = sales_tax
         self.item_names: set[str] = set()
-        self._addr_id = 100
+        self.ledger = LedgerGenerator(self)
 
     # ---- name lists -------------------------------------------------------------------
     def _unique_display_name(self, index: int) -> tuple[str, str, str, str | None]:
         rng = self.rng
-        given, family = rng.choice(_GIVEN), rng.choice(_FAMILY)
+        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
         if index < len(SPECIAL_CUSTOMER_NAMES) and SPECIAL_CUSTOMER_NAMES[index] not in self.names:
             return SPECIAL_CUSTOMER_NAMES[index], given, family, SPECIAL_CUSTOMER_NAMES[index]
         for attempt in range(50):
@@ -105,28 +93,22 @@ class CompanyGenerator:
             if pattern == 0:
                 name, company = f"{given} {family}", None
             elif pattern == 1:
-                name = company = f"{family} {rng.choice(_TRADES)}"
+                name = company = f"{family} {rng.choice(TRADES)}"
             elif pattern == 2:
-                name = company = f"{given}'s {rng.choice(_TRADES)}"
+                name = company = f"{given}'s {rng.choice(TRADES)}"
             elif pattern == 3:
-                name = company = f"{family} & {rng.choice(_FAMILY)} {rng.choice(_SUFFIXES)}"
+                name = company = f"{family} & {rng.choice(FAMILY)} {rng.choice(SUFFIXES)}"
             elif pattern == 4:
-                name = company = f"{rng.choice(_ADJ)} {rng.choice(_TRADES)}"
+                name = company = f"{rng.choice(ADJ)} {rng.choice(TRADES)}"
             else:
-                name = company = f"{family} {rng.choice(_TRADES)} {rng.choice(_SUFFIXES)}"
+                name = company = f"{family} {rng.choice(TRADES)} {rng.choice(SUFFIXES)}"
             if attempt > 10:
                 name = f"{name} {rng.randint(2, 99999)}"
                 company = company and name
             if name not in self.names:
                 return name, given, family, company
-            given, family = rng.choice(_GIVEN), rng.choice(_FAMILY)
+            given, family = rng.choice(GIVEN), rng.choice(FAMILY)
         raise RuntimeError("could not find a unique DisplayName")  # pragma: no cover
-
-    def _address(self) -> dict[str, Any]:
-        self._addr_id += 1
-        city, state, postal = self.rng.choice(_ADDRESSES)
-        return {"Id": str(self._addr_id), "Line1": f"{self.rng.randint(1, 9999)} {self.rng.choice(_STREETS)}",
-                "City": city, "CountrySubDivisionCode": state, "PostalCode": postal}
 
     def customer(self, cid: int, created: float, updated: float, *, index: int = 10**9,
                  active: bool | None = None) -> dict[str, Any]:
@@ -136,8 +118,7 @@ class CompanyGenerator:
         self.names.add(name)
         if active is None:
             active = rng.random() >= 0.05
-        bill = self._address()
-        email_local = f"{_ascii(given) or 'info'}.{_ascii(family) or 'contact'}"
+        bill = self.address()
         obj: dict[str, Any] = {
             "Taxable": rng.random() < 0.6, "BillAddr": bill,
         }
@@ -146,19 +127,39 @@ class CompanyGenerator:
         obj.update({
             "Job": False, "BillWithParent": False, "Balance": ZERO, "BalanceWithJobs": ZERO,
             "CurrencyRef": dict(USD), "PreferredDeliveryMethod": rng.choice(["Print", "Email", "None"]),
-            "domain": "QBO", "sparse": False, "Id": str(cid),
-            "SyncToken": "0" if updated == created else str(rng.randint(1, 3)),
-            "MetaData": {"CreateTime": fmt_ts(created), "LastUpdatedTime": fmt_ts(updated)},
+            "domain": "QBO", "sparse": False, "Id": str(cid), "SyncToken": self.sync_token(created, updated),
+            "MetaData": metadata(created, updated),
             "GivenName": given, "FamilyName": family, "FullyQualifiedName": name,
         })
         if company:
             obj["CompanyName"] = company
-        obj.update({
-            "DisplayName": name, "PrintOnCheckName": name, "Active": active,
-            "PrimaryPhone": {"FreeFormNumber": f"({rng.randint(201, 989)}) 555-{rng.randint(0, 9999):04d}"},
-            "PrimaryEmailAddr": {"Address": f"{email_local}@{rng.choice(['example.com', 'example.org', 'example.net'])}"},
-        })
+        obj.update({"DisplayName": name, "PrintOnCheckName": name, "Active": active, "PrimaryPhone": self.phone(),
+                    "PrimaryEmailAddr": self.email(given, family)})
         return obj
+
+    def make_job(self, obj: dict[str, Any], parent: dict[str, Any], rng: random.Random) -> None:
+        """Turn a generated customer into a sub-customer of `parent` in place
+        (samples/customer_job.json): Job, ParentRef without a name, Level 1, the DisplayName a
+        project (the leaf), FullyQualifiedName "Parent:Project", the parent's company and address.
+        `rng` is a stream of its own, so the seed's other customers and items stay as they were."""
+        leaf = f"{rng.randint(0, 9999):04d} {rng.choice(_PROJECTS)}"
+        while leaf in self.names:
+            leaf = f"{rng.randint(0, 9999):04d} {rng.choice(_PROJECTS)}"
+        self.names.add(leaf)
+        bill = {**parent["BillAddr"], "Id": self.address_id()}
+        job: dict[str, Any] = {
+            "Taxable": parent["Taxable"], "BillAddr": bill, "ShipAddr": dict(bill), "Job": True,
+            "BillWithParent": rng.random() < 0.3, "ParentRef": {"value": parent["Id"]}, "Level": 1,
+            **{k: obj[k] for k in ("Balance", "BalanceWithJobs", "CurrencyRef", "PreferredDeliveryMethod", "domain",
+                                   "sparse", "Id", "SyncToken", "MetaData", "GivenName", "FamilyName")},
+            "FullyQualifiedName": f"{parent['FullyQualifiedName']}:{leaf}",
+        }
+        if "CompanyName" in parent:
+            job["CompanyName"] = parent["CompanyName"]
+        job.update({"DisplayName": leaf, "PrintOnCheckName": parent.get("CompanyName", parent["DisplayName"]),
+                    **{k: obj[k] for k in ("Active", "PrimaryPhone", "PrimaryEmailAddr")}})
+        obj.clear()
+        obj.update(job)
 
     def item(self, iid: int, created: float, updated: float, *, index: int = 10**9,
              active: bool | None = None) -> dict[str, Any]:
@@ -168,15 +169,15 @@ class CompanyGenerator:
             name, kind, description = _ITEMS[index]
         else:
             kind = rng.choice(["Service", "Inventory", "NonInventory"])
-            name = f"{rng.choice(_ADJ)} {rng.choice(_ITEM_NOUNS)}"
+            name = f"{rng.choice(ADJ)} {rng.choice(_ITEM_NOUNS)}"
             while name in self.item_names:
-                name = f"{rng.choice(_ADJ)} {rng.choice(_ITEM_NOUNS)} {rng.randint(2, 9999)}"
+                name = f"{rng.choice(ADJ)} {rng.choice(_ITEM_NOUNS)} {rng.randint(2, 9999)}"
             description = f"{name} ({kind.lower()})"
         self.item_names.add(name)
         if active is None:
             active = rng.random() >= 0.05
-        price = _cents(rng.randint(500, 50000))
-        cost = _cents(rng.randint(100, int(price * 70))) if kind != "Service" else ZERO
+        price = cents(rng.randint(500, 50000))
+        cost = cents(rng.randint(100, int(price * 70))) if kind != "Service" else ZERO
         obj: dict[str, Any] = {
             "FullyQualifiedName": name, "domain": "QBO", "Id": str(iid), "Name": name,
             "Sku": f"SKU-{iid:05d}", "TrackQtyOnHand": kind == "Inventory", "Type": kind,
@@ -188,98 +189,120 @@ class CompanyGenerator:
             obj["InvStartDate"] = fmt_date(created)
             obj["ExpenseAccountRef"] = dict(_EXPENSE)
         obj.update({
-            "Taxable": rng.random() < 0.7,
-            "MetaData": {"CreateTime": fmt_ts(created), "LastUpdatedTime": fmt_ts(updated)},
-            "sparse": False, "Active": active,
-            "SyncToken": "0" if updated == created else str(rng.randint(1, 3)),
-            "UnitPrice": price, "Description": description,
+            "Taxable": rng.random() < 0.7, "MetaData": metadata(created, updated), "sparse": False, "Active": active,
+            "SyncToken": self.sync_token(created, updated), "UnitPrice": price, "Description": description,
         })
         return obj
 
-    # ---- transactions -----------------------------------------------------------------
-    def _lines(self, items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Decimal]:
+    # ---- sales documents --------------------------------------------------------------
+    def _line(self, n: int, item: dict[str, Any], qty: int, price: Decimal) -> dict[str, Any]:
+        return {"Id": str(n), "LineNum": n, "Description": item.get("Description", item["Name"]),
+                "Amount": price * qty, "DetailType": "SalesItemLineDetail",
+                "SalesItemLineDetail": {"ItemRef": {"value": item["Id"], "name": item["Name"]},
+                                        "UnitPrice": price, "Qty": qty,
+                                        "TaxCodeRef": {"value": "TAX" if item.get("Taxable") else "NON"}}}
+
+    def _lines(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """1-4 item lines, the SubTotal line, sometimes a percent discount (totals: retotal_sales)."""
         rng = self.rng
-        lines: list[dict[str, Any]] = []
-        subtotal = ZERO
+        lines = []
         for n in range(1, rng.randint(1, 4) + 1):
             item = rng.choice(items)
-            qty = rng.randint(1, 10)
-            price: Decimal = item["UnitPrice"]
-            amount = price * qty
-            subtotal += amount
-            lines.append({"Id": str(n), "LineNum": n, "Description": item.get("Description", item["Name"]),
-                          "Amount": amount, "DetailType": "SalesItemLineDetail",
-                          "SalesItemLineDetail": {"ItemRef": {"value": item["Id"], "name": item["Name"]},
-                                                  "UnitPrice": price, "Qty": qty,
-                                                  "TaxCodeRef": {"value": "TAX" if item.get("Taxable") else "NON"}}})
-        lines.append({"Amount": subtotal, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
-        total = subtotal
+            lines.append(self._line(n, item, rng.randint(1, 10), item["UnitPrice"]))
+        lines.append({"Amount": ZERO, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}})
         if rng.random() < 0.15:
-            pct = rng.choice([5, 10, 15])
-            discount = (subtotal * pct / 100).quantize(Decimal("0.01"))
-            lines.append({"Amount": discount, "DetailType": "DiscountLineDetail",
-                          "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": pct,
+            lines.append({"Amount": ZERO, "DetailType": "DiscountLineDetail",
+                          "DiscountLineDetail": {"PercentBased": True, "DiscountPercent": rng.choice([5, 10, 15]),
                                                  "DiscountAccountRef": dict(_DISCOUNT_ACCOUNT)}})
-            total = subtotal - discount
-        return lines, total
+        return lines
+
+    def _sales(self, did: int, doc: str, created: float, updated: float, customer: dict[str, Any] | None,
+               lines: list[dict[str, Any]], picker: Picker | None, *, before_lines: dict[str, Any] | None = None,
+               memo: bool = True, ship: bool = True, tag: float | None = None) -> dict[str, Any]:
+        """The part every sales document shares, up to its addresses (samples/invoice*.json,
+        salesreceipt.json, creditmemo.json, refundreceipt.json), its totals computed. With a
+        `picker`, a quarter get a department and three in ten a class (`tag` decides, drawn
+        from the picker when not given)."""
+        obj: dict[str, Any] = {"domain": "QBO", "sparse": False, "Id": str(did),
+                               "SyncToken": self.sync_token(created, updated), "MetaData": metadata(created, updated),
+                               "CustomField": [dict(f) for f in _CUSTOM_FIELD], "DocNumber": doc,
+                               "TxnDate": fmt_date(created)}
+        department = klass = None
+        if picker is not None:
+            tag = picker.rng.random() if tag is None else tag
+            department = picker.pick("Department") if tag < 0.25 else None
+            klass = picker.pick("Class") if 0.15 <= tag < 0.45 else None
+        if department is not None:
+            obj["DepartmentRef"] = name_ref(department)
+        obj["CurrencyRef"] = dict(USD)
+        obj.update(before_lines or {})
+        code = tax_code_for(customer) if self.sales_tax and customer is not None else None
+        obj.update({"Line": lines, "TxnTaxDetail": tax_detail(code, ZERO)})
+        if customer is not None:
+            obj["CustomerRef"] = {"value": customer["Id"], "name": customer["DisplayName"]}
+            if klass is not None:
+                obj["ClassRef"] = name_ref(klass)
+            if memo:
+                obj["CustomerMemo"] = dict(_MEMO)
+            obj["BillAddr"] = dict(customer["BillAddr"])
+            if ship and "ShipAddr" in customer:
+                obj["ShipAddr"] = dict(customer["ShipAddr"])
+        retotal_sales(obj)
+        return obj
+
+    def _email_status(self) -> str:
+        return self.rng.choice(["NotSet", "NeedToSend", "EmailSent", "EmailSent"])
+
+    def _tail(self, obj: dict[str, Any], customer: dict[str, Any] | None, email_status: str | None) -> None:
+        """TotalAmt (moved last), the print and e-mail statuses and the customer's e-mail."""
+        obj.update({"TotalAmt": obj.pop("TotalAmt"), "ApplyTaxAfterDiscount": False,
+                    "PrintStatus": self.rng.choice(["NotSet", "NeedToPrint", "PrintComplete"])})
+        if email_status is not None:
+            obj["EmailStatus"] = email_status
+        if customer is not None and "PrimaryEmailAddr" in customer:
+            obj["BillEmail"] = {"Address": customer["PrimaryEmailAddr"]["Address"]}
 
     def invoice(self, iid: int, doc_number: str, created: float, updated: float,
-                customer: dict[str, Any], items: list[dict[str, Any]], *, voided: bool = False) -> dict[str, Any]:
-        """An Invoice shaped like samples/invoice_created_real.json (voided like invoice_voided_real.json)."""
+                customer: dict[str, Any], items: list[dict[str, Any]], *, voided: bool = False,
+                picker: Picker | None = None) -> dict[str, Any]:
+        """An Invoice shaped like samples/invoice_created_real.json (tax, terms and links like
+        invoice_with_tax_and_payments.json; voided like invoice_voided_real.json), unpaid:
+        Balance = TotalAmt (payments lower it)."""
         rng = self.rng
-        lines, total = self._lines(items)
-        paid = rng.random()
-        balance = ZERO if paid < 0.4 else (total if paid > 0.5 else (total / 2).quantize(Decimal("0.01")))
-        txn_day = fmt_date(created)
-        due = fmt_date(created + DAY * rng.choice([15, 30, 30, 45]))
-        email_status = rng.choice(["NotSet", "NeedToSend", "EmailSent", "EmailSent"])
-        obj: dict[str, Any] = {
-            "AllowIPNPayment": False, "AllowOnlinePayment": False, "AllowOnlineCreditCardPayment": False,
-            "AllowOnlineACHPayment": False, "domain": "QBO", "sparse": False, "Id": str(iid),
-            "SyncToken": "0" if updated == created else str(rng.randint(1, 3)),
-            "MetaData": {"CreateTime": fmt_ts(created), "LastUpdatedTime": fmt_ts(updated)},
-            "CustomField": [dict(f) for f in _CUSTOM_FIELD], "DocNumber": doc_number, "TxnDate": txn_day,
-            "CurrencyRef": dict(USD), "LinkedTxn": [], "Line": lines, "TxnTaxDetail": {"TotalTax": ZERO},
-            "CustomerRef": {"value": customer["Id"], "name": customer["DisplayName"]},
-            "BillAddr": dict(customer["BillAddr"]),
-        }
-        if "ShipAddr" in customer:
-            obj["ShipAddr"] = dict(customer["ShipAddr"])
-        obj.update({"DueDate": due, "TotalAmt": total, "ApplyTaxAfterDiscount": False,
-                    "PrintStatus": rng.choice(["NotSet", "NeedToPrint", "PrintComplete"]),
-                    "EmailStatus": email_status})
-        if "PrimaryEmailAddr" in customer:
-            obj["BillEmail"] = {"Address": customer["PrimaryEmailAddr"]["Address"]}
-        obj["Balance"] = balance
-        if email_status == "EmailSent":
+        lines = self._lines(items)
+        tag = rng.random()  # the draws come in the order they always did: a seed's invoices stay the same
+        days = rng.choice([15, 30, 30, 45])
+        email_status = self._email_status()
+        obj: dict[str, Any] = {"AllowIPNPayment": False, "AllowOnlinePayment": False,
+                               "AllowOnlineCreditCardPayment": False, "AllowOnlineACHPayment": False}
+        obj.update(self._sales(iid, doc_number, created, updated, customer, lines, picker,
+                               before_lines={"LinkedTxn": []}, memo=False, tag=tag))
+        if picker is not None:
+            obj["SalesTermRef"] = term_ref(TERM_DAYS[days])
+        obj["DueDate"] = fmt_date(created + DAY * days)
+        self._tail(obj, customer, email_status)
+        obj["Balance"] = obj["TotalAmt"]
+        if obj["EmailStatus"] == "EmailSent":
             obj["DeliveryInfo"] = {"DeliveryType": "Email", "DeliveryTime": fmt_ts(created + 600)}
         if voided:
-            void_invoice(obj)
+            void_document("Invoice", obj)
             if obj["SyncToken"] == "0":
                 obj["SyncToken"] = "1"
         return obj
 
     def estimate(self, eid: int, doc_number: str, created: float, updated: float,
-                 customer: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+                 customer: dict[str, Any], items: list[dict[str, Any]], *,
+                 picker: Picker | None = None) -> dict[str, Any]:
         """An Estimate shaped like samples/estimate.json, TxnStatus Pending/Accepted/Closed/Rejected."""
         rng = self.rng
-        lines, total = self._lines(items)
+        lines = self._lines(items)
         status = rng.choice(["Pending", "Pending", "Accepted", "Closed", "Rejected"])
-        obj: dict[str, Any] = {
-            "domain": "QBO", "sparse": False, "Id": str(eid),
-            "SyncToken": "0" if updated == created else str(rng.randint(1, 3)),
-            "MetaData": {"CreateTime": fmt_ts(created), "LastUpdatedTime": fmt_ts(updated)},
-            "CustomField": [dict(f) for f in _CUSTOM_FIELD], "DocNumber": doc_number,
-            "TxnDate": fmt_date(created), "CurrencyRef": dict(USD), "TxnStatus": status,
-            "LinkedTxn": [], "Line": lines, "TxnTaxDetail": {"TotalTax": ZERO},
-            "CustomerRef": {"value": customer["Id"], "name": customer["DisplayName"]},
-            "CustomerMemo": {"value": "Thank you for your business and have a great day!"},
-            "BillAddr": dict(customer["BillAddr"]),
-            "TotalAmt": total, "ApplyTaxAfterDiscount": False,
-            "PrintStatus": rng.choice(["NotSet", "NeedToPrint"]),
-            "EmailStatus": rng.choice(["NotSet", "NeedToSend", "EmailSent"]),
-            "ExpirationDate": fmt_date(created + 30 * DAY),
-        }
+        obj = self._sales(eid, doc_number, created, updated, customer, lines, picker,
+                          before_lines={"TxnStatus": status, "LinkedTxn": []}, ship=False)
+        obj.update({"TotalAmt": obj.pop("TotalAmt"), "ApplyTaxAfterDiscount": False,
+                    "PrintStatus": rng.choice(["NotSet", "NeedToPrint"]),
+                    "EmailStatus": rng.choice(["NotSet", "NeedToSend", "EmailSent"]),
+                    "ExpirationDate": fmt_date(created + 30 * DAY)})
         if "PrimaryEmailAddr" in customer:
             obj["BillEmail"] = {"Address": customer["PrimaryEmailAddr"]["Address"]}
         if status == "Accepted":
@@ -287,17 +310,60 @@ class CompanyGenerator:
             obj["AcceptedDate"] = fmt_date(min(updated, created + 2 * DAY))
         return obj
 
+    def sales_receipt(self, sid: int, doc: str, created: float, updated: float, customer: dict[str, Any] | None,
+                      items: list[dict[str, Any]], picker: Picker) -> dict[str, Any]:
+        """A SalesReceipt (samples/salesreceipt.json): paid on the spot, into Undeposited Funds
+        mostly (a deposit takes it to the bank) or straight into Checking; some have no customer."""
+        obj = self._sales(sid, doc, created, updated, customer, self._lines(items), picker, ship=False)
+        self._tail(obj, customer, self._email_status())
+        obj["Balance"] = ZERO
+        method = picker.pick("PaymentMethod")
+        if method is not None:
+            obj["PaymentMethodRef"] = name_ref(method)
+        obj["DepositToAccountRef"] = picker.account("undeposited" if self.rng.random() < 0.7 else "checking")
+        return obj
+
+    def credit_memo(self, cid: int, doc: str, created: float, updated: float, customer: dict[str, Any],
+                    items: list[dict[str, Any]], picker: Picker, *, cap: Decimal | None = None) -> dict[str, Any]:
+        """A CreditMemo (samples/creditmemo.json), unapplied: RemainingCredit = Balance = TotalAmt.
+        With `cap`, one unit of one item, its total (tax included) at most `cap`."""
+        if cap is None:
+            lines = self._lines(items)
+        else:
+            item = self.rng.choice(items)
+            price = item["UnitPrice"]
+            if price * (1 + sales_tax_rate_max() / 100) > cap:
+                price = money(cap / 2)
+            lines = [self._line(1, item, 1, price),
+                     {"Amount": ZERO, "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}]
+        obj = {"RemainingCredit": ZERO, **self._sales(cid, doc, created, updated, customer, lines, picker)}
+        self._tail(obj, customer, self._email_status())
+        obj["RemainingCredit"] = obj["Balance"] = obj["TotalAmt"]
+        return obj
+
+    def refund_receipt(self, rid: int, doc: str, created: float, updated: float, customer: dict[str, Any],
+                       items: list[dict[str, Any]], picker: Picker) -> dict[str, Any]:
+        """A RefundReceipt (samples/refundreceipt.json): money paid back from Checking."""
+        obj = self._sales(rid, doc, created, updated, customer, self._lines(items), picker, ship=False)
+        self._tail(obj, customer, None)
+        obj["Balance"] = ZERO
+        method = picker.pick("PaymentMethod", lambda m: m["Type"] == "NON_CREDIT_CARD")
+        if method is not None:
+            obj["PaymentMethodRef"] = name_ref(method)
+        obj["DepositToAccountRef"] = picker.account("checking")
+        return obj
+
     def company_info(self, realm_id: str, name: str, created: float) -> dict[str, Any]:
         """CompanyInfo shaped like samples/companyinfo.json (Country USA, ISO alpha-3 addresses)."""
         addr = {"Id": "1", "Line1": "2700 Coast Ave", "City": "Mountain View", "Country": "USA",
                 "CountrySubDivisionCode": "CA", "PostalCode": "94043"}
-        slug = _ascii(name) or "company"
+        web = slug(name) or "company"
         return {
             "CompanyName": name, "LegalName": f"{name} LLC", "CompanyAddr": dict(addr),
             "CustomerCommunicationAddr": dict(addr), "LegalAddr": dict(addr),
             "PrimaryPhone": {"FreeFormNumber": "(650) 555-0100"}, "CompanyStartDate": fmt_date(created - 400 * DAY),
-            "FiscalYearStartMonth": "January", "Country": "USA", "Email": {"Address": f"office@{slug}.example.com"},
-            "WebAddr": {"URI": f"https://{slug}.example.com"}, "SupportedLanguages": "en",
+            "FiscalYearStartMonth": "January", "Country": "USA", "Email": {"Address": f"office@{web}.example.com"},
+            "WebAddr": {"URI": f"https://{web}.example.com"}, "SupportedLanguages": "en",
             "NameValue": [{"Name": "NeoEnabled", "Value": "true"},
                           {"Name": "IndustryType", "Value": "Landscaping Services"},
                           {"Name": "SubscriptionStatus", "Value": "SUBSCRIBED"},
@@ -309,27 +375,28 @@ class CompanyGenerator:
         }
 
 
-def void_invoice(obj: dict[str, Any]) -> None:
-    """Turn an invoice into its voided form in place (samples/invoice_voided_real.json):
-    every line Amount 0 (item lines lose Qty/UnitPrice), TotalAmt 0, Balance 0, PrivateNote Voided."""
-    for line in obj["Line"]:
-        line["Amount"] = ZERO
-        detail = line.get("SalesItemLineDetail")
-        if detail is not None:
-            detail.pop("Qty", None)
-            detail.pop("UnitPrice", None)
-    obj["TotalAmt"] = ZERO
-    obj["Balance"] = ZERO
-    obj["TxnTaxDetail"] = {"TotalTax": ZERO}
-    obj.pop("DeliveryInfo", None)
-    new = {}
-    for key, value in obj.items():  # PrivateNote sits after CurrencyRef, as recorded
-        new[key] = value
-        if key == "CurrencyRef":
-            new["PrivateNote"] = "Voided"
-    obj.clear()
-    obj.update(new)
-    obj.setdefault("PrivateNote", "Voided")
+def retotal_sales(obj: dict[str, Any]) -> None:
+    """A sales document's totals from its item lines, in place: the SubTotal line, percent
+    discounts, the tax lines (each rate on the taxable lines, before discount as
+    ApplyTaxAfterDiscount false says) and TotalAmt = subtotal - discount + tax."""
+    lines = obj.get("Line", [])
+    items = [ln for ln in lines if ln.get("DetailType") == "SalesItemLineDetail"]
+    subtotal = sum((money(ln["Amount"]) for ln in items), ZERO)
+    taxable = sum((money(ln["Amount"]) for ln in items
+                   if ln["SalesItemLineDetail"].get("TaxCodeRef", {}).get("value") == "TAX"), ZERO)
+    total = subtotal
+    for ln in lines:
+        if ln.get("DetailType") == "SubTotalLineDetail":
+            ln["Amount"] = subtotal
+        elif ln.get("DetailType") == "DiscountLineDetail":
+            pct = ln.get("DiscountLineDetail", {}).get("DiscountPercent")
+            if pct is not None:
+                ln["Amount"] = money(subtotal * Decimal(str(pct)) / 100)
+            total -= money(ln["Amount"])
+    code = obj.get("TxnTaxDetail", {}).get("TxnTaxCodeRef", {}).get("value")
+    if code is not None:
+        obj["TxnTaxDetail"] = tax_detail(str(code), taxable)
+    obj["TotalAmt"] = money(total + money(obj.get("TxnTaxDetail", {}).get("TotalTax", ZERO)))
 
 
 def _spread(rng: random.Random, n: int, start: float, end: float) -> list[float]:
@@ -342,50 +409,275 @@ def _spread(rng: random.Random, n: int, start: float, end: float) -> list[float]
 
 def generate_company(seed: int, *, now: float, customers: int = 50, items: int = 20, invoices: int = 100,
                      estimates: int = 20, realm_id: str = "0", company_name: str | None = None,
-                     generator: CompanyGenerator | None = None) -> Iterator[tuple[str, dict[str, Any], float, float]]:
-    """Yield `(entity, object, created_ts, updated_ts)` for a whole company: CompanyInfo, Items,
-    Invoices, Estimates, then Customers (whose Balance sums their invoices' balances).
-    Deterministic for the same seed, sizes and `now`; all data lies 2-25 days before `now`."""
-    gen = generator or CompanyGenerator(seed)
-    rng = gen.rng
-    base = float(int(now // 3600 * 3600))  # whole hour: realms created within the hour match
-    name = company_name or f"{rng.choice(_ADJ)} {rng.choice(_TRADES)} {rng.choice(_SUFFIXES)}"
-    yield "CompanyInfo", gen.company_info(realm_id, name, base - 30 * DAY), base - 30 * DAY, base - 30 * DAY
+                     generator: CompanyGenerator | None = None, sizes: dict[str, int] | None = None,
+                     sales_tax: bool = False) -> Iterator[tuple[str, dict[str, Any], float, float]]:
+    """Yield `(entity, object, created_ts, updated_ts)` for a whole company: CompanyInfo first,
+    then every entity of services.emulator.traits (sizes of the new ones: ledger.ledger_sizes;
+    `sales_tax` for a generator made here, else the generator's own). Deterministic for the same
+    seed, sizes and `now`; all data lies 1-30 days before `now`."""
+    gen = generator or CompanyGenerator(seed, sales_tax=sales_tax)
+    want = ledger_sizes(invoices, sizes)
+    company = _Company(gen, now)
+    name = company_name or f"{gen.rng.choice(ADJ)} {gen.rng.choice(TRADES)} {gen.rng.choice(SUFFIXES)}"
+    yield "CompanyInfo", gen.company_info(realm_id, name, company.setup), company.setup, company.setup
+    company.name_lists(customers, items, want)
+    company.sales(invoices, estimates, want)
+    company.receivables(want)
+    company.payables(want)
+    company.banking(want)
+    company.rollups()
+    company.pairs.clear()
+    for entity in ENTITIES:  # each entity's objects are let go once served
+        for made in company.made.pop(entity, []):
+            yield entity, made.obj, made.created, made.updated
 
-    def touched(created: float, limit: float) -> float:
-        if rng.random() < 0.7:
+
+class _Company:
+    """One company being generated: what is made so far (by entity) and the picker over it."""
+
+    def __init__(self, gen: CompanyGenerator, now: float) -> None:
+        self.gen = gen
+        self.rng = gen.rng
+        self.base = float(int(now // 3600 * 3600))  # whole hour: realms created within the hour match
+        self.setup = self.base - 30 * DAY
+        self.limit = self.base - DAY - 3600  # the last moment anything happens
+        self.made: dict[str, list[Made]] = {}
+        self.pairs: dict[str, list[tuple[Made, Made]]] = {}  # credit -> the document it was raised against
+        # the seed's customers, items, invoices and estimates draw from `rng` as they always did;
+        # what the ledger adds to them (jobs, classes, departments) comes from a stream of its own
+        self.picker = ListPicker(random.Random(gen.seed * 31 + 7), {})
+
+    def add(self, entity: str, obj: dict[str, Any], created: float, updated: float) -> Made:
+        made = Made(entity, obj, created, updated)
+        self.made.setdefault(entity, []).append(made)
+        if TRAITS[entity].name_list or entity == "TaxAgency":
+            self.picker.add(entity, obj)
+        return made
+
+    def objs(self, entity: str) -> list[dict[str, Any]]:
+        return [m.obj for m in self.made.get(entity, [])]
+
+    def touched(self, created: float, limit: float) -> float:
+        if self.rng.random() < 0.7:
             return created
-        return float(min(int(created + rng.random() * 3 * DAY), int(limit)))
+        return float(min(int(created + self.rng.random() * 3 * DAY), int(limit)))
 
-    cust_objs: list[dict[str, Any]] = []
-    cust_times: list[tuple[float, float]] = []
-    for i, created in enumerate(_spread(rng, customers, base - 25 * DAY, base - 20 * DAY)):
-        upd = touched(created, base - 2 * DAY)
-        cust_times.append((created, upd))
-        cust_objs.append(gen.customer(i + 1, created, upd, index=i))
-    item_objs: list[dict[str, Any]] = []
-    for i, created in enumerate(_spread(rng, items, base - 25 * DAY, base - 20 * DAY)):
-        upd = touched(created, base - 2 * DAY)
-        obj = gen.item(i + 1, created, upd, index=i)
-        item_objs.append(obj)
-        yield "Item", obj, created, upd
-    sell = [it for it in item_objs if it["Active"]] or item_objs
-    buyers = [c for c in cust_objs if c["Active"]] or cust_objs
-    balances: dict[str, Decimal] = {}
-    if sell and buyers:
-        void_at = min(2, invoices - 1)
-        for i, created in enumerate(_spread(rng, invoices, base - 20 * DAY, base - 2 * DAY)):
-            cust = rng.choice(buyers)
-            voided = i == void_at or rng.random() < 0.01
-            upd = touched(created, base - DAY)
-            inv = gen.invoice(i + 1, str(1001 + i), created, upd, cust, sell, voided=voided)
-            balances[cust["Id"]] = balances.get(cust["Id"], ZERO) + inv["Balance"]
-            yield "Invoice", inv, created, upd
-        for i, created in enumerate(_spread(rng, estimates, base - 20 * DAY, base - 2 * DAY)):
-            upd = touched(created, base - DAY)
-            est = gen.estimate(i + 1, str(5001 + i), created, upd, rng.choice(buyers), sell)
-            yield "Estimate", est, created, upd
-    for cust, (created, upd) in zip(cust_objs, cust_times):
-        bal = balances.get(cust["Id"], ZERO)
-        cust["Balance"] = cust["BalanceWithJobs"] = bal
-        yield "Customer", cust, created, upd
+    def spread(self, n: int, start_days: float, end_days: float, *, edited_by: float = 1
+               ) -> Iterator[tuple[int, float, float]]:
+        """(id, created, updated) for n objects created between the two day offsets before now,
+        some edited again up to `edited_by` days before now (drawn as each object is made)."""
+        times = _spread(self.rng, n, self.base - start_days * DAY, self.base - end_days * DAY)
+        for i, t in enumerate(times):
+            yield i + 1, t, self.touched(t, self.base - edited_by * DAY)
+
+    def doc(self, entity: str, n: int) -> str:
+        return str((TRAITS[entity].doc_start or 1) + n - 1)
+
+    # ---- steps -------------------------------------------------------------------------------
+    def name_lists(self, customers: int, items: int, want: dict[str, int]) -> None:
+        gen = self.gen
+        for cid, created, updated in self.spread(customers, 25, 20, edited_by=2):
+            self.add("Customer", gen.customer(cid, created, updated, index=cid - 1), created, updated)
+        for iid, created, updated in self.spread(items, 25, 20, edited_by=2):
+            self.add("Item", gen.item(iid, created, updated, index=iid - 1), created, updated)
+        parents: list[dict[str, Any]] = []
+        for obj in self.objs("Customer"):  # one in eight a job of an earlier customer
+            if int(obj["Id"]) % 8 == 4 and parents:
+                gen.make_job(obj, self.picker.rng.choice(parents), self.picker.rng)
+            elif obj["Active"]:
+                parents.append(obj)
+        for entity, obj in fixed_lists(self.setup):
+            self.add(entity, obj, self.setup, self.setup)
+        for entity, first in (("Class", 5000000000000007280), ("Department", 1)):
+            for obj, ts in gen.ledger.list_entries(entity, first, want[entity], self.setup + DAY):
+                self.add(entity, obj, ts, ts)
+
+    def sales(self, invoices: int, estimates: int, want: dict[str, int]) -> None:
+        gen, rng, picker = self.gen, self.rng, self.picker
+        sell = [it for it in self.objs("Item") if it["Active"]] or self.objs("Item")
+        buyers = [c for c in self.objs("Customer") if c["Active"]] or self.objs("Customer")
+        if not sell or not buyers:
+            return
+        void_at = min(3, invoices)
+        for iid, created in enumerate(_spread(rng, invoices, self.base - 20 * DAY, self.base - 2 * DAY), 1):
+            customer = rng.choice(buyers)
+            voided = iid == void_at or rng.random() < 0.01
+            updated = self.touched(created, self.base - DAY)
+            self.add("Invoice", gen.invoice(iid, self.doc("Invoice", iid), created, updated, customer, sell,
+                                            voided=voided, picker=picker), created, updated)
+        for eid, created, updated in self.spread(estimates, 20, 2):
+            self.add("Estimate", gen.estimate(eid, self.doc("Estimate", eid), created, updated, rng.choice(buyers),
+                                              sell, picker=picker), created, updated)
+        for sid, created, updated in self.spread(want["SalesReceipt"], 20, 2):
+            buyer = rng.choice(buyers) if rng.random() < 0.8 else None
+            self.add("SalesReceipt", gen.sales_receipt(sid, self.doc("SalesReceipt", sid), created, updated, buyer,
+                                                       sell, picker), created, updated)
+        for rid, created, updated in self.spread(want["RefundReceipt"], 18, 2):
+            self.add("RefundReceipt", gen.refund_receipt(rid, self.doc("RefundReceipt", rid), created, updated,
+                                                         rng.choice(buyers), sell, picker), created, updated)
+        customers = {c["Id"]: c for c in self.objs("Customer")}
+        self._credits("CreditMemo", "Invoice", want["CreditMemo"], lambda n, t, doc, cap: gen.credit_memo(
+            n, self.doc("CreditMemo", n), t, t, customers[doc.obj["CustomerRef"]["value"]] if doc else rng.choice(buyers),
+            sell, picker, cap=cap))
+
+    def _credits(self, entity: str, against: str, count: int,
+                 make: Callable[[int, float, Made | None, Decimal | None], dict[str, Any]]) -> None:
+        """`count` credits (credit memos or vendor credits), most raised against an open
+        document of the same party (paired, for the settlement plan to apply), ids in time order."""
+        open_docs = [m for m in self.made.get(against, []) if m.obj["Balance"] > 0]
+        targets = self.rng.sample(open_docs, min(count, len(open_docs)))
+        times = _spread(self.rng, count, self.base - 18 * DAY, self.base - 2 * DAY)
+        specs = sorted(((max(t, doc.created + 3600) if doc else t, doc) for t, doc in
+                        zip(times, [*targets, *[None] * (count - len(targets))])), key=lambda s: s[0])
+        for n, (t, doc) in enumerate(specs, 1):
+            made = self.add(entity, make(n, t, doc, doc.obj["Balance"] if doc else None), t, t)
+            if doc is not None:
+                self.pairs.setdefault(entity, []).append((made, doc))
+
+    def receivables(self, want: dict[str, int]) -> None:
+        customers = {c["Id"]: c for c in self.objs("Customer")}
+        plans = plan_settlements(self.rng, self.made.get("Invoice", []), self.pairs.get("CreditMemo", []),
+                                 want["Payment"], parties=customers, party_key="CustomerRef", limit=self.limit,
+                                 unapplied=True)
+        self._settlements("Payment", plans, self.gen.ledger.payment)
+
+    def _settlements(self, entity: str, plans: list[Plan], make: Callable[[int, Plan, Picker], dict[str, Any]]) -> None:
+        for made in materialize(plans, entity, lambda n, plan: make(n, plan, self.picker)):
+            self.made.setdefault(entity, []).append(made)
+
+    def payables(self, want: dict[str, int]) -> None:
+        gen, rng, picker = self.gen, self.rng, self.picker
+        for vid, created, updated in self.spread(want["Vendor"], 25, 20, edited_by=2):
+            self.add("Vendor", gen.ledger.vendor(vid, created, updated, index=vid - 1), created, updated)
+        for eid, created, updated in self.spread(want["Employee"], 25, 20, edited_by=2):
+            self.add("Employee", gen.ledger.employee(eid, created, updated, index=eid - 1), created, updated)
+        vendors = [v for v in self.objs("Vendor") if v["Active"]]
+        if vendors:
+            for bid, created, updated in self.spread(want["Bill"], 20, 2):
+                self.add("Bill", gen.ledger.bill(bid, created, updated, rng.choice(vendors), picker), created, updated)
+            by_id = {v["Id"]: v for v in self.objs("Vendor")}
+            self._credits("VendorCredit", "Bill", want["VendorCredit"], lambda n, t, doc, cap: gen.ledger.vendor_credit(
+                n, t, t, by_id[doc.obj["VendorRef"]["value"]] if doc else rng.choice(vendors), picker, cap=cap))
+            plans = plan_settlements(rng, self.made.get("Bill", []), self.pairs.get("VendorCredit", []),
+                                     want["BillPayment"], parties=by_id, party_key="VendorRef", limit=self.limit,
+                                     unapplied=False)
+            self._settlements("BillPayment", plans, gen.ledger.bill_payment)
+            self._purchase_orders(want["PurchaseOrder"], vendors)
+        kinds = ["Cash", "Check", "CreditCard", "CreditCard"]
+        for pid, created, updated in self.spread(want["Purchase"], 20, 2):
+            kind = kinds[pid - 1] if pid <= len(kinds) else rng.choice(["Cash", "Check", "Check", "CreditCard",
+                                                                         "CreditCard", "CreditCard"])
+            credit = pid == 4 or (kind == "CreditCard" and rng.random() < 0.05)
+            self.add("Purchase", gen.ledger.purchase(pid, created, updated, picker, kind=kind, credit=credit),
+                     created, updated)
+        for tid, created, updated in self.spread(want["TimeActivity"], 20, 2):
+            self.add("TimeActivity", gen.ledger.time_activity(tid, created, updated, picker), created, updated)
+
+    def _purchase_orders(self, count: int, vendors: list[dict[str, Any]]) -> None:
+        """Purchase orders, 40 % closed by a later bill of their vendor (linked to it)."""
+        rng = self.rng
+        bills: dict[str, list[Made]] = {}
+        for made in self.made.get("Bill", []):
+            bills.setdefault(made.obj["VendorRef"]["value"], []).append(made)
+        specs: list[tuple[float, float, dict[str, Any], Made | None]] = []
+        for _n, created, updated in self.spread(count, 20, 2):
+            vendor = rng.choice(vendors)
+            bill = rng.choice(bills[vendor["Id"]]) if vendor["Id"] in bills and rng.random() < 0.4 else None
+            if bill is not None:
+                created = updated = max(self.base - 24 * DAY, float(int(bill.created - rng.uniform(1, 5) * DAY)))
+            specs.append((created, updated, vendor, bill))
+        specs.sort(key=lambda s: s[0])
+        for n, (created, updated, vendor, bill) in enumerate(specs, 1):
+            self.add("PurchaseOrder", self.gen.ledger.purchase_order(
+                n, self.doc("PurchaseOrder", n), created, updated, vendor, self.picker,
+                bill.obj["Id"] if bill else None), created, updated)
+
+    def banking(self, want: dict[str, int]) -> None:
+        gen, picker = self.gen, self.picker
+        for tid, created, updated in self.spread(want["Transfer"], 20, 2):
+            self.add("Transfer", gen.ledger.transfer(tid, created, updated, picker), created, updated)
+        journals = self.spread(want["JournalEntry"], 20, 2)
+        for jid, created, updated in journals:
+            opening = jid == 1
+            if opening:
+                created = updated = self.setup + 2 * DAY
+            self.add("JournalEntry", gen.ledger.journal_entry(jid, None if opening else self.doc("JournalEntry", jid),
+                                                              created, updated, picker, opening=opening),
+                     created, updated)
+        self._deposits(want["Deposit"])
+
+    def _deposits(self, count: int) -> None:
+        """The opening-balance deposit into Savings, then deposits of the undeposited payments
+        and sales receipts in time order (the newest ~15 % stay undeposited), one with cash back;
+        with nothing left to deposit, a direct deposit of other income."""
+        gen, rng, picker = self.gen, self.rng, self.picker
+        waiting = sorted((m for e in ("Payment", "SalesReceipt") for m in self.made.get(e, [])
+                          if m.obj["DepositToAccountRef"]["value"] == "4" and m.obj["TotalAmt"] > 0),
+                         key=lambda m: (m.created, m.entity, int(m.obj["Id"])))
+        groups = max(count - 1, 0)
+        cut = int(len(waiting) * 0.85)
+        specs: list[tuple[float, list[Made], str]] = []
+        if count:
+            specs.append((self.setup + DAY, [], "opening"))
+        buyers = [c for c in self.objs("Customer") if c["Active"]]
+        for k in range(groups):
+            chunk = waiting[k * cut // groups:(k + 1) * cut // groups]
+            if chunk:
+                after = max(m.updated for m in chunk)
+                specs.append((float(int(max(min(after + rng.uniform(0.1, 1.5) * DAY, self.limit), after + 60))),
+                              chunk, "payments"))
+            else:
+                specs.append((self.base - rng.uniform(2, 20) * DAY, [], "direct"))
+        specs.sort(key=lambda s: s[0])
+        cashback = True
+        for did, (ts, chunk, kind) in enumerate(specs, 1):
+            ts = float(int(ts))
+            if kind == "opening":
+                lines = [gen.ledger.direct_line(1, picker.account("opening"), cents(rng.randint(50, 200) * 10000))]
+                obj = gen.ledger.deposit(did, ts, picker.account("savings"), lines, picker, note="Opening Balance")
+            elif kind == "direct":
+                lines = [gen.ledger.direct_line(1, picker.account("income"), cents(rng.randint(5000, 90000)),
+                                                rng.choice(buyers) if buyers else None)]
+                obj = gen.ledger.deposit(did, ts, picker.account("checking"), lines, picker)
+            else:
+                lines = [gen.ledger.deposit_line(m.entity, m.obj) for m in chunk]
+                back = cashback and sum((ln["Amount"] for ln in lines), ZERO) > 300
+                cashback = cashback and not back
+                obj = gen.ledger.deposit(did, ts, picker.account("bank"), lines, picker, cashback=back)
+                for m in chunk:
+                    deposited(m.entity, m.obj, obj["Id"], True)
+                    m.touch(ts, bump=False)
+            self.add("Deposit", obj, ts, ts)
+
+    def rollups(self) -> None:
+        """Customer.Balance / BalanceWithJobs, Vendor.Balance and the balance-sheet accounts'
+        CurrentBalance (and WithSubAccounts) from every document's effects and postings."""
+        items = {o["Id"]: o for o in self.objs("Item")}
+        ledger: dict[str, Decimal] = {}
+        parties: dict[tuple[str, str], Decimal] = {}
+        for entity, made in self.made.items():
+            for m in made:
+                for account, amount in postings(entity, m.obj, items):
+                    ledger[account] = ledger.get(account, ZERO) + amount
+                for party, pid, amount in party_effects(entity, m.obj):
+                    parties[(party, pid)] = parties.get((party, pid), ZERO) + amount
+        customers = self.objs("Customer")
+        for obj in customers:
+            obj["Balance"] = obj["BalanceWithJobs"] = money(parties.get(("Customer", obj["Id"]), ZERO))
+        by_id = {c["Id"]: c for c in customers}
+        for obj in customers:
+            if "ParentRef" in obj:
+                parent = by_id[obj["ParentRef"]["value"]]
+                parent["BalanceWithJobs"] = money(parent["BalanceWithJobs"] + obj["Balance"])
+        for obj in self.objs("Vendor"):
+            obj["Balance"] = money(parties.get(("Vendor", obj["Id"]), ZERO))
+        accounts = self.objs("Account")
+        for obj in accounts:
+            sign = {"Asset": 1, "Liability": -1, "Equity": -1}.get(obj["Classification"], 0)
+            obj["CurrentBalance"] = obj["CurrentBalanceWithSubAccounts"] = money(sign * ledger.get(obj["Id"], ZERO))
+        by_id = {a["Id"]: a for a in accounts}
+        for obj in reversed(accounts):  # children come after their parents
+            if "ParentRef" in obj:
+                parent = by_id[obj["ParentRef"]["value"]]
+                parent["CurrentBalanceWithSubAccounts"] = money(parent["CurrentBalanceWithSubAccounts"] +
+                                                                obj["CurrentBalanceWithSubAccounts"])

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from services.core.limits import DEFAULT_MAX_RESULTS, MAX_RESULTS
 from services.emulator.jsontext import dumps, loads, parse_ts
-from services.intuit.limits import DEFAULT_MAX_RESULTS, MAX_RESULTS
 
 __all__ = ["Query", "QueryError", "parse_query", "filter_records", "project", "MAX_RESULTS", "DEFAULT_MAX_RESULTS"]
 

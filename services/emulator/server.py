@@ -11,6 +11,7 @@ every open connection. Endpoints (shapes from shared/qbo/samples):
     GET  /v3/company/{realm}/query?query=...   (POST with an application/text body too)
     GET  /v3/company/{realm}/cdc?entities=...&changedSince=...
     GET  /v3/company/{realm}/{entity}/{id}, /v3/company/{realm}/companyinfo/{realm}
+    GET  /v3/company/{realm}/reports/{ReportName}?start_date=&end_date=&...  (services.emulator.reports)
     POST /_admin/{method}              JSON kwargs in, JSON out (see services.emulator.admin)
 
 Data API calls need a valid bearer token (else the recorded 401), are limited per realm
@@ -33,12 +34,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from services.core.limits import REQUESTS_PER_MINUTE
 from services.core.logs import redact
 from services.emulator import EMULATOR_CLIENT_ID, EMULATOR_CLIENT_SECRET, EMULATOR_VERIFIER_TOKEN
 from services.emulator.admin import EmulatorAdmin
 from services.emulator.jsontext import dumps, loads
 from services.emulator.state import CANONICAL, REFRESH_TOKEN_REUSE_SECONDS, EmulatorError, State
-from services.intuit.limits import REQUESTS_PER_MINUTE
 
 __all__ = ["EmulatorServer", "FAULT_401_BODY", "FAULT_429_BODY", "DISCOVERY_PATHS", "discovery_document"]
 
@@ -293,6 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "cdc"
         elif len(parts) == 2 and parts[0].lower() == "companyinfo":
             kind = "companyinfo"
+        elif len(parts) == 2 and parts[0] == "reports" and parts[1]:
+            kind = "report"
         elif len(parts) == 2 and parts[0].lower() in CANONICAL:
             kind = "read"
         else:
@@ -336,6 +339,8 @@ class _Handler(BaseHTTPRequestHandler):
                 status, out = state.query(realm_id, text or "")
             elif kind == "cdc":
                 status, out = state.cdc(realm_id, params.get("entities", ""), params.get("changedSince", ""))
+            elif kind == "report":
+                status, out = state.report(realm_id, parts[1], params)
             else:
                 status, out = state.read(realm_id, parts[0], parts[1])
             self._send(status, out)
@@ -375,6 +380,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, state.mutate(**kw))
             elif method == "entities":
                 self._send(200, state.entities_json(**kw))
+            elif method == "vanish":
+                state.vanish(**kw)
+                self._send_json(200, {})
             elif method == "advance_clock":
                 now = state.advance_clock(**kw)
                 self._send_json(200, {"now": now, "time": state.time_text()})

@@ -4,7 +4,6 @@
     faults    Intuit's error bodies (JSON either case, XML 429, HTML) -> services.core.errors
     budget    RateBudget: the per-realm request budget shared by every process (PostgreSQL)
     oauth     the OAuth 2.0 token endpoint, revocation and the consent URL
-    limits    Intuit's limits (page size, CDC cap and look-back, rate and concurrency), once
 """
 
 from services.intuit.client import PAGE_SIZE, CDCResult, QBOClient, QueryPage, RawPage, TokenProvider

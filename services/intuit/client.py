@@ -1,11 +1,12 @@
-"""The QuickBooks Online Data API client: query with paging, count, read, CompanyInfo, CDC.
+"""The QuickBooks Online Data API client: query with paging, count, read, CompanyInfo, CDC, reports.
 
 One `QBOClient` per realm. Every request:
 - goes to `{base}/v3/company/{realm}/...` where base is the realm's stored `base_url` or
   QBO_API_BASE_URL, with `minorversion=QBO_MINOR_VERSION`, `Accept: application/json` and
   `Authorization: Bearer <access token>`, and explicit (connect, read) timeouts;
 - takes a slot from the realm's cross-process `RateBudget` (services/intuit/budget.py) and counts in
-  `.api_calls`;
+  `.api_calls`; once it reached Intuit it is counted as a metered call of its kind (query, read,
+  cdc, companyinfo, report) in services/intuit/usage.py's meter, written in batches;
 - maps failures through services/intuit/faults.py: Throttled (429/3001), ServerError (5xx) and
   TransportError (connection errors, timeouts) are retried by `services.core.retry.retry_call`
   up to `MAX_ATTEMPTS` attempts (a Retry-After header wins); a 401 refreshes the token once
@@ -52,12 +53,13 @@ from services.core.errors import (
     TransportError,
     describe,
 )
+from services.core.limits import MAX_RESULTS
 from services.core.logs import register_secret
 from services.core.qbotime import parse_qbo_time
 from services.core.retry import MAX_ATTEMPTS, retry_call
 from services.intuit.budget import RateBudget
 from services.intuit.faults import check_body_for_fault, header, parse_fault
-from services.intuit.limits import MAX_RESULTS
+from services.intuit.usage import METER, UsageMeter
 
 __all__ = [
     "QBOClient", "QueryPage", "RawPage", "CDCResult", "TokenProvider", "parse_qbo_time", "PAGE_SIZE",
@@ -171,7 +173,9 @@ class QBOClient:
                  sleep: Callable[[float], None] = time.sleep,
                  timeout: tuple[float, float] = (5.0, 60.0),
                  budget: RateBudget | None = None,
-                 token_provider: TokenProvider) -> None:
+                 token_provider: TokenProvider,
+                 service: str = "sync",
+                 meter: UsageMeter = METER) -> None:
         if not realm_id:
             raise ValueError("realm_id is required")
         connect_s, read_s = timeout
@@ -192,11 +196,14 @@ class QBOClient:
                                 settings.max_concurrency)
         self.budget = budget
         self._tokens = token_provider
+        self.service = service
+        self._meter = meter
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the HTTP session if this client created it."""
+        """Record the metered calls counted so far, and close the HTTP session if this client created it."""
+        self._meter.flush(self.db)
         if self._own_session:
             self._session.close()
 
@@ -225,7 +232,7 @@ class QBOClient:
             if where:
                 statement += f" WHERE {where}"
             statement += f" ORDERBY {order_by} STARTPOSITION {start} MAXRESULTS {PAGE_SIZE}"
-            data = self._get("query", {"query": statement})
+            data = self._get("query", {"query": statement}, kind="query")
             response = data.get("QueryResponse") or {}
             if not isinstance(response, dict):
                 raise self._bad_shape("QueryResponse is not an object")
@@ -261,7 +268,7 @@ class QBOClient:
             raise ValueError("STARTPOSITION must be >= 1 and MAXRESULTS 1..1000")
         statement = f"SELECT {select} FROM {entity}" + (f" WHERE {where}" if where else "")
         statement += f" ORDERBY {order_by} STARTPOSITION {int(start_position)} MAXRESULTS {int(max_results)}"
-        body = self._get("query", {"query": statement}, raw=True)
+        body = self._get("query", {"query": statement}, kind="query", raw=True)
         return self._raw_page(entity, body, int(start_position))
 
     def _raw_page(self, entity: str, body: bytes, start: int) -> RawPage:
@@ -291,7 +298,7 @@ class QBOClient:
         """`SELECT COUNT(*) FROM entity [WHERE where]`: QueryResponse.totalCount."""
         entity = _entity_name(entity)
         statement = f"SELECT COUNT(*) FROM {entity}" + (f" WHERE {where}" if where else "")
-        data = self._get("query", {"query": statement})
+        data = self._get("query", {"query": statement}, kind="query")
         total = (data.get("QueryResponse") or {}).get("totalCount")
         if total is None:
             raise self._bad_shape("COUNT response without totalCount")
@@ -300,7 +307,7 @@ class QBOClient:
     def read(self, entity: str, entity_id: str) -> dict:
         """One object by id (`GET {entity lower}/{id}`); NotFound when QBO says 610/404."""
         entity = _entity_name(entity)
-        data = self._get(f"{entity.lower()}/{quote(str(entity_id), safe='')}", {})
+        data = self._get(f"{entity.lower()}/{quote(str(entity_id), safe='')}", {}, kind="read")
         obj = _pick(data, entity)
         if not isinstance(obj, dict):
             raise NotFound(f"QuickBooks returned no {entity} {entity_id}", realm_id=self.realm_id)
@@ -308,7 +315,7 @@ class QBOClient:
 
     def company_info(self) -> dict:
         """The realm's CompanyInfo object (`GET companyinfo/{realm}`)."""
-        data = self._get(f"companyinfo/{quote(self.realm_id, safe='')}", {})
+        data = self._get(f"companyinfo/{quote(self.realm_id, safe='')}", {}, kind="companyinfo")
         obj = data.get("CompanyInfo")
         if not isinstance(obj, dict):
             raise self._bad_shape("response without CompanyInfo")
@@ -326,7 +333,7 @@ class QBOClient:
         if changed_since.tzinfo is None or changed_since.utcoffset() is None:
             raise ValueError("changed_since must be timezone-aware")
         data = self._get("cdc", {"entities": ",".join(names),
-                                 "changedSince": changed_since.isoformat(timespec="seconds")})
+                                 "changedSince": changed_since.isoformat(timespec="seconds")}, kind="cdc")
         objects: dict[str, list[dict]] = {name: [] for name in names}
         by_lower = {name.lower(): name for name in names}
         blocks = data.get("CDCResponse") or []
@@ -342,9 +349,15 @@ class QBOClient:
                         objects.setdefault(by_lower.get(key.lower(), key), []).extend(value)
         return CDCResult(time=self._time_of(data), objects=objects)
 
+    def report(self, name: str, params: dict[str, str]) -> dict:
+        """One Reports API answer (`GET reports/<name>?...`: Header, Columns, Rows), parsed with
+        Decimal; a metered call of kind "report". Callers send explicit dates (Intuit's defaults
+        differ per report) and handle "Unable to display more data" (services/reconcile/reports.py)."""
+        return self._get(f"reports/{quote(name, safe='')}", dict(params), kind="report")
+
     # -- the request path --------------------------------------------------------------------
 
-    def _get(self, path: str, params: dict[str, str], *, raw: bool = False) -> Any:
+    def _get(self, path: str, params: dict[str, str], *, kind: str, raw: bool = False) -> Any:
         """GET with budget, token refresh on 401 and backoff on retriable faults: the parsed
         JSON object, or with `raw` the body bytes (checked for a Fault, not parsed)."""
         refreshed = False
@@ -356,7 +369,7 @@ class QBOClient:
                 register_secret(token)
                 base = (self._tokens.base_url or self.settings.api_base_url).rstrip("/")
                 try:
-                    return self._get_once(base, path, params, token, raw)
+                    return self._get_once(base, path, params, token, kind, raw)
                 except AuthenticationFailed as exc:
                     if refreshed:
                         raise NeedsReauth(
@@ -376,7 +389,8 @@ class QBOClient:
         return retry_call(authenticated, base_s=self.settings.retry_base_seconds, retry_on=(Retriable,),
                           sleep=self._sleep, on_retry=note)
 
-    def _get_once(self, base: str, path: str, params: dict[str, str], token: str, raw: bool = False) -> Any:
+    def _get_once(self, base: str, path: str, params: dict[str, str], token: str, kind: str,
+                  raw: bool = False) -> Any:
         url = f"{base}/v3/company/{quote(self.realm_id, safe='')}/{path}"
         query = dict(params)
         query["minorversion"] = str(self.settings.minor_version)
@@ -390,6 +404,8 @@ class QBOClient:
             except _TRANSPORT_ERRORS as exc:
                 raise TransportError(f"GET {path} failed: {describe(exc, limit=250)}",
                                      realm_id=self.realm_id) from None
+        self._meter.count(self.db, self.realm_id, kind, self.service)  # it reached Intuit: metered
+        self._meter.maybe_flush(self.db)
         status = response.status_code
         if status >= 300:
             raise parse_fault(status, response.headers, body, realm_id=self.realm_id)

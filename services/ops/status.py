@@ -3,6 +3,8 @@
 Reads the same read model as the console (`db.readmodel.status_snapshot`) plus
 supervisord's process states, prints a short table (or exactly one JSON object with
 `--json`), and returns `db.readmodel.health`'s code: 0 healthy, 1 warning, 2 critical.
+The table lists every entity, one block per group (`db.readmodel.group_summaries`): the
+group's summary line, then its entities with their row counts, then a failed entity's error.
 An unreachable database is critical (exit 2, one line on stderr). Never prints a token.
 """
 
@@ -11,10 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from db.readmodel import health, status_snapshot
+from db.readmodel import entity_state, group_summaries, health, status_snapshot
 from services.core.config import Settings
 from services.core.durations import relative, span
 from services.core.errors import DatabaseUnavailable, describe
@@ -34,7 +36,8 @@ def collect_status(settings: Settings, now: datetime | None = None) -> tuple[dic
     url = resolve_database_url(settings, announce=False)
     try:
         with connect(url) as conn:
-            snapshot = status_snapshot(conn, now)
+            # "stale" as health() judges it: no success for 2 x SYNC_INTERVAL_MINUTES.
+            snapshot = status_snapshot(conn, now, stale_after=timedelta(minutes=2 * settings.sync_interval_minutes))
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"PostgreSQL query failed: {describe(exc, name=False)}") from None
     processes = process_states(settings.supervisor_socket)
@@ -56,8 +59,35 @@ def _one_line(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+ENTITY_LINE_WIDTH = 92
+
+
+def _entity_word(ent: dict[str, Any], marked: bool) -> str:
+    """'Invoice 12,873', 'Bill 4,210 FAILED', 'Item 187 stale', 'TaxAgency never'. Stale and never
+    are marked only with `marked`: when a group's entities are all in one state, its line says it."""
+    state = entity_state(ent)
+    word = ent["entity"] if state == "never" else f"{ent['entity']} {ent['rows']:,}"
+    if state == "failed":
+        return f"{word} FAILED"
+    if marked and state != "ok":
+        return f"{word} {state}"
+    return word
+
+
+def _wrap(words: list[str], width: int) -> list[str]:
+    """The words joined by ' · ', in lines of at most `width` (a word is never split)."""
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 3 + len(word) <= width:
+            lines[-1] += " · " + word
+        else:
+            lines.append(word)
+    return lines
+
+
 def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
-    """The short human table: one block per realm, then processes, then the newest errors."""
+    """The short human table: one block per realm (its token, then every entity, group by
+    group), then processes, then the newest errors."""
     level = status["health"]["level"].upper()
     print(f"qbsync status: {level}", file=out)
     for reason in status["health"]["reasons"]:
@@ -78,12 +108,19 @@ def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
         print(line, file=out)
         if token["last_error"]:
             print(f"  token error: {_one_line(token['last_error'], 100)}", file=out)
-        for ent in realm["entities"]:
-            status_word = ent["last_run_status"] or "-"
-            print(f"  {ent['entity']:<12} {status_word:<8} last success {relative(ent['last_success_at'], now):<12}"
-                  f" rows {ent['rows']:>9,}", file=out)
-            if ent["last_run_status"] == "failed" and ent["last_error"]:
-                print(f"      {_one_line(ent['last_error'], 100)}", file=out)
+        by_name = {ent["entity"]: ent for ent in realm["entities"]}
+        for group in group_summaries(realm):
+            parts = group.parts()
+            counts = "; ".join(text for _, text in parts)
+            print(f"  {group.group:<10} {_one_line(counts, 34):<34} oldest success "
+                  f"{relative(group.oldest_success_at, now):<10} rows {group.rows:>9,}", file=out)
+            members = [by_name[name] for name in group.entities]
+            words = [_entity_word(ent, marked=len(parts) > 1) for ent in members]
+            for line in _wrap(words, ENTITY_LINE_WIDTH):
+                print(f"      {line}", file=out)
+            for ent in members:
+                if ent["last_run_status"] == "failed" and ent["last_error"]:
+                    print(f"      ! {ent['entity']}: {_one_line(ent['last_error'], 100)}", file=out)
     print("\nprocesses:", file=out)
     if not status["processes"]:
         print("  supervisord not reachable", file=out)

@@ -1,9 +1,11 @@
 """Applying pending webhook inbox events (quickbooks.webhook_inbox) to the database.
 
 Webhooks carry only ids, so for each realm with due events the worker fetches what changed:
-read-by-id for a few distinct ids, or ONE CDC call from the earliest event's `occurred_at`
-(minus a second) when that is cheaper and the window is within CDC's reach and not
-truncated. Then, in one transaction per realm:
+read-by-id for one distinct id, or ONE CDC call over every CDC entity from the earliest event's
+`occurred_at` (minus a second) when that is cheaper (several ids), or when a document that links
+others changed (a Payment changes the invoices it pays, without events of theirs), and the
+window is within CDC's reach and not truncated; everything that call returns is applied
+(newer-wins). CompanyInfo and the entities outside CDC, such as TimeActivity, are always read by id. Then, in one transaction per realm:
 - Create / Update / Void / Emailed / inactivation: upsert the fetched object (newer-wins,
   so out-of-order and duplicate events are harmless);
 - Delete: the object is marked deleted only when QBO confirms it (read-by-id → NotFound /
@@ -33,14 +35,17 @@ import psycopg
 
 from db.connection import Database
 from db.errorlog import record_error
+from db.runs import RunRecord, record_run
 from db.upserts import apply_objects, is_delete_marker, mark_deleted, mark_merged, upsert_company
 from services.core.config import Settings
 from services.core.errors import DatabaseUnavailable, NeedsReauth, NotFound, describe
-from services.intuit.limits import CDC_MAX_OBJECTS
-from services.model.entities import ENTITIES
+from services.core.limits import CDC_MAX_OBJECTS
+from services.model.entities import ENTITIES, ENTITY_NAMES
 from services.tokens.vault import client_for
 
 __all__ = ["process_inbox", "InboxStats", "MAX_ATTEMPTS", "LEASE", "retry_delay"]
+
+CDC_ENTITIES = [name for name in ENTITY_NAMES if ENTITIES[name].cdc_supported]
 
 log = logging.getLogger("qbsync.inbox")
 
@@ -109,7 +114,7 @@ def process_inbox(db: Database, settings: Settings, *, client_factory: Callable[
 def _client(db: Database, settings: Settings, realm_id: str, factory: Callable[[str], Any] | None) -> Any:
     if factory is not None:
         return factory(realm_id)
-    return client_for(db, settings, realm_id)
+    return client_for(db, settings, realm_id, service="inbox")
 
 
 def _process_realm(db: Database, settings: Settings, realm_id: str, events: list[_Event], stats: InboxStats,
@@ -186,13 +191,16 @@ def _fetch(client: Any, events: list[_Event]) -> tuple[dict[tuple[str, str], dic
     wanted = _wanted(events)
     fetched: dict[tuple[str, str], dict] = {}
     gone: set[tuple[str, str]] = set()
-    cdc_entities = sorted({entity for entity, _ in wanted if entity != "CompanyInfo"})
+    # CompanyInfo and the entities outside Intuit's CDC (TimeActivity, ...) are always read
+    by_cdc = [(entity, ident) for entity, ident in wanted if ENTITIES[entity].cdc_supported]
+    # a document that links others (a payment, a bill payment, a deposit...) changes them too (balances,
+    # LinkedTxn) without events of their own: one CDC call over every entity covers both
+    linking = any(ENTITIES[entity].linked_txns for entity, _ in by_cdc)
     times = [e.occurred_at for e in events if e.occurred_at is not None]
-    reads_needed = len(wanted)
-    if cdc_entities and len(times) == len(events) and reads_needed > 1:
+    if by_cdc and len(times) == len(events) and (len(by_cdc) > 1 or linking):
         since = min(times) - timedelta(seconds=1)
         if datetime.now(timezone.utc) - since < CDC_REACH:
-            result = client.cdc(cdc_entities, since)
+            result = client.cdc(CDC_ENTITIES, since)
             if result.total < CDC_MAX_OBJECTS:
                 for entity, objects in result.objects.items():
                     for obj in objects:
@@ -253,19 +261,11 @@ def _apply(conn: psycopg.Connection, settings: Settings, realm_id: str, events: 
 
 def _record_runs(conn: psycopg.Connection, realm_id: str, stats: dict[str, list[int]], api_calls: int,
                  status: str = "success", error: str | None = None) -> None:
-    """One sync_runs row (kind and trigger 'webhook') per entity touched, and the entity's
-    sync_state.row_count recounted when rows changed."""
+    """One sync_runs row (kind and trigger 'webhook') per entity touched; the realm's API calls
+    are counted on the first."""
     for i, (entity, (fetched, upserted, deleted)) in enumerate(sorted(stats.items())):
-        conn.execute(
-            "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, trigger, started_at, finished_at, status,"
-            " rows_fetched, rows_upserted, rows_deleted, api_calls, error)"
-            " VALUES (%s, %s, 'webhook', 'webhook', now(), clock_timestamp(), %s, %s, %s, %s, %s, %s)",
-            (realm_id, entity, status, fetched, upserted, deleted, api_calls if i == 0 else 0, error))
-        spec = ENTITIES.get(entity)
-        if spec is None or not (upserted or deleted):
-            continue
-        conn.execute(f"UPDATE quickbooks.sync_state SET row_count = ({spec.live_count_sql}), updated_at = now()"
-                     " WHERE realm_id = %(realm)s AND entity = %(entity)s", {"realm": realm_id, "entity": entity})
+        run = RunRecord(status, "webhook", fetched, upserted, deleted, api_calls if i == 0 else 0, error)
+        record_run(conn, ENTITIES[entity], realm_id, run, trigger="webhook")
 
 
 def _mark(conn: psycopg.Connection, events: list[_Event], status: str, error: str | None) -> None:

@@ -22,6 +22,10 @@ For each due (realm, entity) (SPEC section 6):
   COUNT of QBO's rows older than the window is compared with the local live rows, and only if
   they differ an id reconciliation lists `SELECT Id` pages (ids only) and marks missing rows
   deleted. A burst of 1,001 changes costs a window, not a company's worth of objects.
+- **sweep** — the entities Intuit's CDC does not cover (TaxCode, TaxRate, TaxAgency,
+  TimeActivity; `EntitySpec.swept`) are listed in full once a day (RELIST_EVERY), on `--full`
+  and when named with `--entity`; rows missing from the listing get `deleted_at`. Their first
+  listing is a 'full' run, the later ones 'sweep' runs.
 - CompanyInfo is read on a realm's first sync, on `--full` and once a day (it is not in CDC).
 
 Every run is a `quickbooks.sync_runs` row (kind, trigger, times, status, rows fetched/upserted/
@@ -50,6 +54,7 @@ import psycopg
 
 from db.connection import Database, one, scalar
 from db.errorlog import record_error
+from db.runs import RunRecord, advance_cursor, entity_states, finish_run, start_run
 from db.upserts import (
     UpsertResult,
     apply_objects,
@@ -61,15 +66,15 @@ from db.upserts import (
 )
 from services.core.config import Settings
 from services.core.errors import CDCTooOld, DatabaseUnavailable, NeedsReauth, QBSyncError, describe
+from services.core.limits import CDC_LOOKBACK, CDC_MAX_OBJECTS, MAX_RESULTS
 from services.core.logs import redact
 from services.intuit.client import RawPage
-from services.intuit.limits import CDC_LOOKBACK, CDC_MAX_OBJECTS, MAX_RESULTS
-from services.model.entities import ENTITIES, ENTITY_NAMES, EntitySpec, get_spec, meta_updated
+from services.model.entities import ENTITY_NAMES, RELIST_EVERY, EntitySpec, get_spec, meta_updated
 from services.tokens.vault import client_for
 
 __all__ = [
     "EntityOutcome", "RealmSync", "sync_realm", "enqueue_sync_request",
-    "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN", "COMPANY_REFRESH",
+    "CDC_CAP", "CDC_WINDOW", "CDC_MARGIN",
 ]
 
 log = logging.getLogger("qbsync.sync")
@@ -77,7 +82,6 @@ log = logging.getLogger("qbsync.sync")
 CDC_CAP = CDC_MAX_OBJECTS            # objects per CDC response; reaching it means "maybe truncated"
 CDC_WINDOW = CDC_LOOKBACK            # how far back CDC reaches
 CDC_MARGIN = timedelta(days=1)       # cursors older than WINDOW - MARGIN are not trusted to CDC
-COMPANY_REFRESH = timedelta(days=1)  # CompanyInfo is re-read this often
 PAGE_SIZE = MAX_RESULTS              # MAXRESULTS (Intuit's maximum)
 WRITERS = 2                          # concurrent page transactions of one listing (PostgreSQL uses 2 cores)
 STRIDE = 990                         # concurrent pages start every STRIDE rows (10 rows overlap)
@@ -110,6 +114,10 @@ class EntityOutcome:
         self.rows_fetched += result.received
         self.rows_upserted += result.written
         self.rows_deleted += result.deleted
+
+    def record(self) -> RunRecord:
+        return RunRecord(self.status, self.kind, self.rows_fetched, self.rows_upserted, self.rows_deleted,
+                         self.api_calls, self.error)
 
 
 class _Clients:
@@ -162,7 +170,7 @@ class RealmSync:
         self.stop = stop
         if client_factory is None:
             def client_factory() -> Any:
-                return client_for(db, settings, self.realm_id)
+                return client_for(db, settings, self.realm_id, service="cli" if trigger == "cli" else "sync")
         self._factory = client_factory
         self.concurrency = max(1, int(getattr(settings, "max_concurrency", 4)))
         self._local = threading.local()  # per entity-run thread: its _Clients
@@ -187,15 +195,21 @@ class RealmSync:
         states = self._states()
         jobs: list[tuple[EntityOutcome, Callable[[EntityOutcome], object]]] = []
         cdc_specs: list[EntitySpec] = []
+        now = datetime.now(timezone.utc)
         for spec in specs:
             state = states.get(spec.name, {})
             if spec.company:
                 last = state.get("last_success_at")
-                if full or state.get("cursor") is None or last is None or \
-                        datetime.now(timezone.utc) - last > COMPANY_REFRESH or entities:
+                if full or state.get("cursor") is None or last is None or now - last > RELIST_EVERY or entities:
                     jobs.append((self._begin(spec, "full"), lambda o: self._company(o)))
                 continue
-            if full or state.get("cursor") is None:
+            if spec.swept:
+                # outside Intuit's CDC: a complete listing on its own cadence, deletions reconciled
+                last = state.get("last_full_sync_at")
+                if full or last is None or now - last > RELIST_EVERY or entities:
+                    kind = "full" if full or state.get("cursor") is None else "sweep"
+                    jobs.append((self._begin(spec, kind), partial(self._full, spec, reconcile=True)))
+            elif full or state.get("cursor") is None:
                 jobs.append((self._begin(spec, "full"), partial(self._full, spec, reconcile=full)))
             else:
                 cdc_specs.append(spec)
@@ -250,51 +264,19 @@ class RealmSync:
 
     def _states(self) -> dict[str, dict[str, Any]]:
         with self.db.transaction() as conn:
-            rows = conn.execute(
-                "SELECT entity, cursor, last_success_at FROM quickbooks.sync_state WHERE realm_id = %s",
-                (self.realm_id,)).fetchall()
-        return {e: {"cursor": c, "last_success_at": s} for e, c, s in rows}
+            return entity_states(conn, self.realm_id)
 
     def _start_run(self, outcome: EntityOutcome) -> int:
         with self.db.transaction() as conn:
-            run_id = scalar(
-                conn, "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, trigger, status)"
-                " VALUES (%s, %s, %s, %s, 'running') RETURNING id",
-                (outcome.realm_id, outcome.entity, outcome.kind, outcome.trigger))
-        return int(run_id)
+            return start_run(conn, outcome.realm_id, outcome.entity, outcome.kind, outcome.trigger)
 
     def _finish_run(self, outcome: EntityOutcome) -> None:
         """Close the run row and update sync_state (status, error, row count, next run)."""
+        assert outcome.run_id is not None  # every outcome is begun (a run row) before it finishes
         outcome.ms = int((time.monotonic() - outcome.started) * 1000)
-        spec = ENTITIES.get(outcome.entity)
         interval = timedelta(minutes=int(getattr(self.settings, "sync_interval_minutes", 60)))
         with self.db.transaction() as conn:
-            conn.execute(
-                "UPDATE quickbooks.sync_runs SET finished_at = now(), status = %s, kind = %s,"
-                " rows_fetched = %s, rows_upserted = %s, rows_deleted = %s, api_calls = %s, error = %s"
-                " WHERE id = %s",
-                (outcome.status, outcome.kind, outcome.rows_fetched, outcome.rows_upserted,
-                 outcome.rows_deleted, outcome.api_calls, outcome.error, outcome.run_id))
-            count_sql = (spec or ENTITIES["CompanyInfo"]).live_count_sql
-            # row_count is recounted only when this run changed rows (or the state is new): an
-            # hourly run with nothing to do costs no scan of the entity table.
-            recount = bool(outcome.rows_upserted or outcome.rows_deleted or outcome.kind == "full")
-            conn.execute(
-                "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, last_run_id, last_run_status,"
-                " last_error, last_success_at, row_count, next_run_at, updated_at)"
-                f" VALUES (%(realm)s, %(entity)s, %(run)s, %(status)s, %(error)s,"
-                f" CASE WHEN %(status)s = 'success' THEN now() END,"
-                f" CASE WHEN %(recount)s OR NOT EXISTS (SELECT 1 FROM quickbooks.sync_state"
-                f" WHERE realm_id = %(realm)s AND entity = %(entity)s) THEN ({count_sql}) ELSE 0 END,"
-                f" now() + %(interval)s, now())"
-                " ON CONFLICT (realm_id, entity) DO UPDATE SET last_run_id = EXCLUDED.last_run_id,"
-                " last_run_status = EXCLUDED.last_run_status, last_error = EXCLUDED.last_error,"
-                " last_success_at = COALESCE(EXCLUDED.last_success_at, s.last_success_at),"
-                " row_count = CASE WHEN %(recount)s THEN EXCLUDED.row_count ELSE s.row_count END,"
-                " next_run_at = EXCLUDED.next_run_at, updated_at = now()",
-                {"realm": outcome.realm_id, "entity": outcome.entity, "run": outcome.run_id,
-                 "status": outcome.status, "error": outcome.error, "interval": interval,
-                 "recount": recount})
+            finish_run(conn, get_spec(outcome.entity), outcome.realm_id, outcome.run_id, outcome.record(), interval)
         log.info("sync realm=%s entity=%s kind=%s status=%s fetched=%d upserted=%d deleted=%d "
                  "api_calls=%d ms=%d%s", outcome.realm_id, outcome.entity, outcome.kind, outcome.status,
                  outcome.rows_fetched, outcome.rows_upserted, outcome.rows_deleted, outcome.api_calls,
@@ -309,13 +291,7 @@ class RealmSync:
 
     def _advance(self, conn: psycopg.Connection, entity: str, cursor: datetime, *, full: bool) -> None:
         """Move the cursor forward (never back) in the caller's data transaction."""
-        conn.execute(
-            "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, cursor, last_full_sync_at)"
-            " VALUES (%s, %s, %s, CASE WHEN %s THEN now() END)"
-            " ON CONFLICT (realm_id, entity) DO UPDATE SET"
-            " cursor = GREATEST(s.cursor, EXCLUDED.cursor),"
-            " last_full_sync_at = COALESCE(EXCLUDED.last_full_sync_at, s.last_full_sync_at), updated_at = now()",
-            (self.realm_id, entity, cursor, full))
+        advance_cursor(conn, self.realm_id, entity, cursor, full=full)
 
     def _begin(self, spec: EntitySpec, kind: str, extra_calls: int = 0) -> EntityOutcome:
         """A recorded run (sync_runs row 'running'); `extra_calls` were made for it beforehand."""
@@ -454,10 +430,10 @@ class RealmSync:
     def listing(self, spec: EntitySpec, condition: str | None = None, *, select: str = "*") -> Iterator[RawPage]:
         """Every page of `SELECT select FROM entity [WHERE ...] ORDERBY Id`, as served (RawPage).
 
-        The first page comes first (its time is the listing's cursor). When it is full, the
-        rest is fetched concurrently through the run's fetch pool (QBO_MAX_CONCURRENCY requests
+        The first page comes first (its time is the listing's cursor). When it is full, a COUNT
+        sizes the listing and the rest is fetched concurrently through the run's fetch pool (QBO_MAX_CONCURRENCY requests
         in flight for the realm, shared by the listings running side by side; a bounded
-        number of pages in memory): a COUNT sizes the listing and pages start every STRIDE
+        number of pages in memory): pages start every STRIDE
         rows, overlapping by PAGE_SIZE - STRIDE rows so a row deleted meanwhile cannot shift
         another past a page boundary unseen; paging goes on past the count while pages are
         full. Pages overlap, so ids repeat: the writer drops ids already written (`claim`).
@@ -472,14 +448,16 @@ class RealmSync:
         pending: set[Future] = set()
         try:
             f_first = pool.submit(fetch, 1)
-            f_count = pool.submit(lambda: clients.get().count(spec.name, where))
-            pending = {f_first, f_count}
+            pending = {f_first}
             first = f_first.result()
             full_page = first.count >= PAGE_SIZE
+            pending = set()
+            if full_page:  # only then is the COUNT worth a (metered) call: most listings are one page
+                f_count = pool.submit(lambda: clients.get().count(spec.name, where))
+                pending = {f_count}
             yield first
             del first
             if not full_page:
-                f_count.cancel()
                 return
             total = f_count.result()
             pending = set()

@@ -28,6 +28,7 @@ from services.core.config import Settings
 from services.core.errors import DatabaseUnavailable, describe
 from services.core.logs import setup_logging
 from services.core.worker import Stop, run_worker
+from services.model.entities import ENTITY_NAMES
 from services.sync.apply import process_inbox
 from services.sync.engine import EntityOutcome, sync_realm
 
@@ -100,8 +101,8 @@ def sync_due_realms(db: Database, settings: Settings, stop: Stop | None = None, 
     if not all_realms:
         with db.transaction() as conn:
             done = {r[0] for r in conn.execute(
-                "SELECT realm_id FROM quickbooks.sync_state GROUP BY realm_id"
-                " HAVING count(*) >= 5 AND min(next_run_at) > now()")}
+                "SELECT realm_id FROM quickbooks.sync_state WHERE entity = ANY(%s) GROUP BY realm_id"
+                " HAVING count(*) = %s AND min(next_run_at) > now()", (list(ENTITY_NAMES), len(ENTITY_NAMES)))}
         realms = [r for r in realms if r not in done]
     for realm in realms:
         if stop is not None and stop.requested:

@@ -400,9 +400,10 @@ class GivenToken:
 
 def client_for(db: Database, settings: Settings, realm_id: str, *, service: str = "sync",
                token_provider: TokenProvider | None = None, **kw: Any) -> QBOClient:
-    """A Data API client for `realm_id` on the stored tokens (`service` labels the token-refresh
-    errors recorded on its behalf); `kw` goes to QBOClient (session, sleep, budget, timeout)."""
-    return QBOClient(db, settings, realm_id,
+    """A Data API client for `realm_id` on the stored tokens (`service` labels its metered calls
+    and the token-refresh errors recorded on its behalf); `kw` goes to QBOClient (session, sleep,
+    budget, timeout)."""
+    return QBOClient(db, settings, realm_id, service=service,
                      token_provider=token_provider or RealmTokens(db, settings, str(realm_id), service), **kw)
 
 
@@ -412,7 +413,7 @@ def update_company_info(db: Database, settings: Settings, realm_id: str, access_
     (db.upserts.upsert_company: newer wins). Best effort: a failure is logged as a warning
     and returns False."""
     try:
-        with client_for(db, settings, realm_id, session=session,
+        with client_for(db, settings, realm_id, session=session, service="cli",
                         token_provider=GivenToken(access_token, realm_id)) as client:
             info = client.company_info()
     except QBSyncError as exc:

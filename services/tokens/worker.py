@@ -119,44 +119,58 @@ class TokenWorker:
     # ------------------------------------------------------------------ one realm
 
     def refresh_one(self, realm_id: str, stop: Stop, *, attempts: int = 1) -> str | None:
-        """Refresh one due realm; None on success, else the error one-liner. Schedules its backoff."""
-        from db.errorlog import record_error_safely
+        """Refresh one due realm; None on success, else the error one-liner. Transient failures
+        are retried up to `attempts` times in all (`retry_call`, waiting on `stop`); the streak
+        of failures across passes sets when the realm is next tried."""
         from services.tokens.vault import refresh_realm
 
-        for attempt in range(attempts):
-            try:
-                refresh_realm(self.db, self.settings, realm_id, reason="tokenup", service="tokenup")
-            except NeedsReauth as exc:
-                log.error("realm %s needs re-authorization; not calling Intuit for it again: %s",
-                          realm_id, exc.one_line())
-                self._forget(realm_id)
+        def refresh() -> None:
+            refresh_realm(self.db, self.settings, realm_id, reason="tokenup", service="tokenup")
+
+        def failed(_failures: int, exc: BaseException, delay: float) -> None:
+            assert isinstance(exc, Retriable)  # retry_call retries only these
+            self._note_failure(realm_id, exc, delay)
+
+        try:
+            retry_call(refresh, base_s=self.settings.retry_base_seconds, retry_on=(Retriable,),
+                       attempts=attempts, sleep=stop.wait, on_retry=failed)
+        except NeedsReauth as exc:
+            log.error("realm %s needs re-authorization; not calling Intuit for it again: %s",
+                      realm_id, exc.one_line())
+            self._forget(realm_id)
+            return exc.one_line()
+        except InvalidClient as exc:
+            log.error("configuration error: %s (tokenup stays up and retries in %.0f s)",
+                      exc.one_line(), INVALID_CLIENT_RETRY_S)
+            self.client_blocked_until = self.clock() + INVALID_CLIENT_RETRY_S
+            return exc.one_line()
+        except FatalQBOError as exc:
+            log.error("realm %s: refresh refused: %s (next try in %.0f s)", realm_id, exc.one_line(),
+                      FATAL_RETRY_S)
+            self.next_attempt[realm_id] = self.clock() + FATAL_RETRY_S
+            return exc.one_line()
+        except Retriable as exc:
+            if stop.requested:  # the retry wait was cut short: that failure is already noted
                 return exc.one_line()
-            except InvalidClient as exc:
-                log.error("configuration error: %s (tokenup stays up and retries in %.0f s)",
-                          exc.one_line(), INVALID_CLIENT_RETRY_S)
-                self.client_blocked_until = self.clock() + INVALID_CLIENT_RETRY_S
-                return exc.one_line()
-            except FatalQBOError as exc:
-                log.error("realm %s: refresh refused: %s (next try in %.0f s)", realm_id, exc.one_line(),
-                          FATAL_RETRY_S)
-                self.next_attempt[realm_id] = self.clock() + FATAL_RETRY_S
-                return exc.one_line()
-            except Retriable as exc:
-                count = self.failures.get(realm_id, 0)
-                self.failures[realm_id] = count + 1
-                delay = backoff_delay(count, self.settings.retry_base_seconds, retry_after=exc.retry_after)
-                self.next_attempt[realm_id] = self.clock() + delay
-                log.warning("realm %s: refresh failed, retrying in %.1f s: %s", realm_id, delay, exc.one_line())
-                if count == 0:  # the first failure of a streak goes to the errors table
-                    record_error_safely(self.db, "tokenup", exc.one_line(), realm_id=realm_id,
-                                        code=exc.code or type(exc).__name__, intuit_tid=exc.intuit_tid)
-                if attempt + 1 < attempts and not stop.wait(delay):
-                    continue
-                return exc.one_line()
-            else:
-                self._forget(realm_id)
-                return None
-        return "not attempted"
+            delay = backoff_delay(self.failures.get(realm_id, 0), self.settings.retry_base_seconds,
+                                  retry_after=exc.retry_after)
+            self._note_failure(realm_id, exc, delay)
+            return exc.one_line()
+        self._forget(realm_id)
+        return None
+
+    def _note_failure(self, realm_id: str, exc: Retriable, delay: float) -> None:
+        """One more transient failure of the realm's streak: next try after `delay`; the first
+        failure of a streak goes to the errors table."""
+        from db.errorlog import record_error_safely
+
+        count = self.failures.get(realm_id, 0)
+        self.failures[realm_id] = count + 1
+        self.next_attempt[realm_id] = self.clock() + delay
+        log.warning("realm %s: refresh failed, retrying in %.1f s: %s", realm_id, delay, exc.one_line())
+        if count == 0:
+            record_error_safely(self.db, "tokenup", exc.one_line(), realm_id=realm_id,
+                                code=exc.code or type(exc).__name__, intuit_tid=exc.intuit_tid)
 
     def _forget(self, realm_id: str) -> None:
         self.failures.pop(realm_id, None)

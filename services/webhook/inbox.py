@@ -26,14 +26,15 @@ import psycopg
 
 from db.errorlog import record_error
 from services.core.qbotime import parse_qbo_time
+from services.model.entities import ENTITY_NAMES
 
 __all__ = [
     "InboxEvent", "MalformedPayload", "parse_events", "store_events",
     "SYNCED_ENTITIES", "MAX_ID_LENGTH",
 ]
 
-# The entities qbsync syncs (SPEC section 6); events for any other entity are stored as 'ignored'.
-SYNCED_ENTITIES = frozenset({"CompanyInfo", "Customer", "Item", "Estimate", "Invoice"})
+# The entities qbsync syncs (SPEC sections 6 and 10); events for any other entity are stored as 'ignored'.
+SYNCED_ENTITIES = frozenset(ENTITY_NAMES)
 MAX_ID_LENGTH = 200  # realm ids are ~19 digits, entity ids a few, CloudEvents ids a UUID
 _MAX_DEDUPE_KEY_BYTES = 1000  # far below PostgreSQL's ~2700-byte btree entry limit
 

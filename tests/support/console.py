@@ -5,7 +5,8 @@
   `insert_console_realm` inserts one realm's rows the same way.
 - `Supervisord`: a real supervisord with programs in known states; `TcpToUnixProxy`: a database
   link a test can cut; `console_settings`: settings without the emulator.
-- `pilot_wait_for`: the async `support.wait_for` for Textual Pilot scenarios.
+- `pilot_wait_for`: the async `support.wait_for` for Textual Pilot scenarios; `screen_text`: what
+  the terminal shows, as plain text lines (an SVG snapshot's content, for asserting on).
 """
 
 from __future__ import annotations
@@ -18,17 +19,24 @@ from typing import Any
 
 import psycopg
 
+from services.model.entities import ENTITY_NAMES
 from support import wait_for
 
 __all__ = ["HEALTHY_REALM", "REAUTH_REALM", "ACCESS_TOKEN", "REFRESH_TOKEN", "insert_console_realm",
-           "seed_console_state", "ENTITIES", "Supervisord", "console_settings", "TcpToUnixProxy", "pilot_wait_for"]
+           "seed_console_state", "ENTITIES", "ROWS", "Supervisord", "console_settings", "TcpToUnixProxy",
+           "pilot_wait_for", "screen_text"]
 
 HEALTHY_REALM = "9130357000000001"
 REAUTH_REALM = "9130357000000002"
 ACCESS_TOKEN = "eyJhbGciOiJSUzI1NiJ9.console-test-access-token-value"
 REFRESH_TOKEN = "AB11console-test-refresh-token-value-xyz"
-ENTITIES = ("CompanyInfo", "Customer", "Item", "Estimate", "Invoice")
-ROWS = {"CompanyInfo": 1, "Customer": 2345, "Item": 187, "Estimate": 412, "Invoice": 12873}
+ENTITIES = ENTITY_NAMES  # every synced entity, in the model's (grouped) order
+ROWS = {"CompanyInfo": 1, "Customer": 2345, "Estimate": 412, "Invoice": 12873, "Payment": 9120,
+        "SalesReceipt": 1530, "CreditMemo": 96, "RefundReceipt": 14, "Vendor": 310, "PurchaseOrder": 77,
+        "Bill": 4210, "BillPayment": 3980, "Purchase": 6650, "VendorCredit": 21, "Deposit": 880,
+        "Transfer": 45, "JournalEntry": 1204, "Account": 142, "Employee": 38, "TimeActivity": 5410,
+        "Class": 12, "Department": 6, "Term": 8, "PaymentMethod": 7, "Item": 187, "TaxCode": 19,
+        "TaxRate": 33, "TaxAgency": 4}
 
 
 def insert_console_realm(conn: psycopg.Connection, now: datetime, realm_id: str, name: str | None, *,
@@ -37,11 +45,12 @@ def insert_console_realm(conn: psycopg.Connection, now: datetime, realm_id: str,
                          refreshed_ago: timedelta = timedelta(minutes=12),
                          refresh_left: timedelta = timedelta(days=99), hard_left: timedelta = timedelta(days=1500),
                          token_error: str | None = None, synced_ago: timedelta | None = timedelta(minutes=20),
-                         run_status: str = "success", run_error: str | None = None,
+                         run_status: str = "success", run_error: str | None = None, run_entity: str = "Invoice",
                          access_token: str = ACCESS_TOKEN, refresh_token: str = REFRESH_TOKEN,
                          entities: tuple[str, ...] = ENTITIES) -> None:
     """One realm inserted directly in SQL (no emulator): company (unless `name` is None), token row,
-    and a sync_state + sync_runs row per entity (none when `synced_ago` is None)."""
+    and a sync_state + sync_runs row per entity of `entities` (none when `synced_ago` is None);
+    every run succeeded but `run_entity`'s, whose status is `run_status` (error `run_error`)."""
     if name is not None:
         conn.execute("INSERT INTO quickbooks.companies (id, name, environment) VALUES (%s, %s, %s)",
                      (realm_id, name, environment))
@@ -56,7 +65,7 @@ def insert_console_realm(conn: psycopg.Connection, now: datetime, realm_id: str,
             continue
         started = now - synced_ago - timedelta(seconds=30 + i)
         finished = started + timedelta(seconds=1.5 + i * 2)
-        status_i = run_status if entity == "Invoice" else "success"
+        status_i = run_status if entity == run_entity else "success"
         run_id = conn.execute(
             "INSERT INTO quickbooks.sync_runs (realm_id, entity, kind, started_at, finished_at, status,"
             " rows_fetched, rows_upserted, error) VALUES (%s, %s, 'cdc', %s, %s, %s, 10, 10, %s) RETURNING id",
@@ -283,3 +292,17 @@ async def pilot_wait_for(pilot: Any, predicate: Callable[[], bool], what: str, t
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.05)
+
+
+def screen_text(app: Any) -> list[str]:
+    """The running app's screen as plain text, one string per terminal line (what a person over
+    SSH would read): the same render as `App.export_screenshot`, without the styles."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), record=True, color_system=None,
+                      legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text().splitlines()
