@@ -13,6 +13,9 @@ purchases, 5,000 journal entries, the rest in the emulator's proportions (scaled
 3. quiet: after the full load, one more `sync --once` with nothing changed: the Data API calls it
    makes (target: ONE CDC call for every CDC entity), and the calls of the daily sweep of the
    entities outside CDC (a sync a day later).
+4. reconcile (issue: reconciliation) of the loaded company: API calls (target: one COUNT per entity
+   plus at most 6 report calls), wall time with --latency-ms on every request, and the SQL
+   derivation of the trial balance alone (target: <= 5 s for 500,000 lines), with the line count.
 Every run is checked for exact live-row counts against the emulator.
 """
 
@@ -55,6 +58,38 @@ def data_calls(emulator: EmulatorServer, realm: str) -> dict[str, int]:
     return {k: counts.get(k, 0) for k in ("query", "cdc", "read", "companyinfo") if counts.get(k)}
 
 
+def reconcile(env: dict[str, str], url: str, emulator: EmulatorServer, realm: str, latency_ms: int) -> None:
+    from datetime import date, timedelta
+
+    from db.books import trial_balance
+    from db.connection import Database
+    from services.core.config import load_settings
+    from services.reconcile.checks import reconcile_realm
+
+    settings = load_settings(env, dotenv=False)
+    db = Database(url, max_size=4)
+    try:
+        with db.transaction() as conn:
+            lines = sum(conn.execute(f"SELECT count(*) FROM quickbooks.{s.line.table}").fetchone()[0]
+                        for s in ENTITIES.values() if s.line)
+            started = time.perf_counter()
+            tb = trial_balance(conn, realm, date.today() + timedelta(days=1), date(date.today().year, 1, 1))
+            derive_s = time.perf_counter() - started
+        print(f"\nreconcile: derived trial balance of {len(tb)} accounts from {lines:,} lines in {derive_s:.2f} s")
+        emulator.state.configure(latency_ms=latency_ms)
+        emulator.state.reset_counts()
+        started = time.perf_counter()
+        outcome = reconcile_realm(db, settings, realm, sync_first=False)
+        wall = time.perf_counter() - started
+        emulator.state.configure(latency_ms=0)
+        counts = emulator.state.request_counts(realm)
+        print(f"  reconcile at {latency_ms} ms latency: {outcome.status}, {len(outcome.results)} checks in {wall:.1f} s;"
+              f" calls: {counts.get('query', 0)} COUNT queries + {counts.get('report', 0)} reports"
+              f" ({sum(1 for n in ENTITIES if not ENTITIES[n].company)} entities)")
+    finally:
+        db.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--invoices", type=int, default=50_000)
@@ -63,6 +98,7 @@ def main() -> int:
     parser.add_argument("--skip-fast", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quiet", action="store_true")
+    parser.add_argument("--skip-reconcile", action="store_true")
     args = parser.parse_args()
     scale = args.invoices / 50_000
     sizes = {name: int(n * scale) for name, n in BASE.items()}
@@ -109,6 +145,9 @@ def main() -> int:
                 swept = [n for n in ENTITIES if ENTITIES[n].swept]
                 print(f"  a day later (the daily sweep of {', '.join(swept)} and CompanyInfo): "
                       f"{data_calls(emulator, realm)}")
+
+            if not args.skip_reconcile:
+                reconcile(env, url, emulator, realm, args.latency_ms)
 
         if not args.skip_latency:
             url = pg.fresh("ledger_latency")

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from db.reconcile import latest_results
 from services.core.durations import span
 from services.core.logs import redact
 from services.model.entities import ENTITIES, ENTITY_NAMES, GROUPS
@@ -57,6 +58,20 @@ def _iso(value: datetime | None) -> str | None:
     return value.astimezone(timezone.utc).isoformat() if value is not None else None
 
 
+def _reconciliation(last: dict[str, Any] | None) -> dict[str, Any] | None:
+    """SPEC section 4/11: `{"checked_at", "status", "drifts"}` of the realm's last reconciliation
+    (None before the first); amounts as text, so no digit is lost in JSON."""
+    if last is None:
+        return None
+    def text(value: Any) -> str | None:
+        return None if value is None else str(value)
+    return {"checked_at": _iso(last["checked_at"]), "status": last["status"],
+            "drifts": [{"check": d["check"], "subject": d["subject"], "status": d["status"],
+                        "expected": text(d["expected"]), "actual": text(d["actual"]),
+                        "difference": text(d["difference"]), "detail": redact(d["detail"]) if d["detail"] else None}
+                       for d in last["drifts"]]}
+
+
 def _relisted(entity: str) -> timedelta:
     """The extra age an entity read on its own cadence may have (CompanyInfo, the swept ones:
     a day) before it counts as stale; scheduled runs cover the CDC entities."""
@@ -89,6 +104,7 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
     realms_rows = conn.execute(READ_MODEL_QUERIES["realms"]).fetchall()
     entity_rows = conn.execute(READ_MODEL_QUERIES["entities"]).fetchall()
     error_rows = conn.execute(READ_MODEL_QUERIES["errors"], {"limit": errors_limit}).fetchall()
+    reconciled = latest_results(conn)
 
     by_realm: dict[str, dict[str, tuple]] = {}
     for row in entity_rows:
@@ -141,6 +157,7 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
                 "last_error": redact(last_error) if last_error else None,
             },
             "entities": entities,
+            "reconciliation": _reconciliation(reconciled.get(realm_id)),
         })
 
     recent_errors = [
@@ -250,7 +267,8 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
            token_check_interval_seconds: int = 60) -> tuple[int, list[str]]:
     """(exit code, reasons) like a monitoring check: 0 healthy, 1 warning, 2 critical.
 
-    Critical: a realm needs_reauth, a FATAL process, an entity whose last run failed.
+    Critical: a realm needs_reauth, a FATAL process, an entity whose last run failed, a
+    reconciliation that failed. A reconciliation that found drift is a warning.
     Warning: an active realm's access token has less than the refresh margin left and
     was not refreshed within the last two token checks (tokenup is not keeping up); the
     refresh token's idle or hard expiry is within 30 days; entities never synced or whose
@@ -317,6 +335,15 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
             oldest = max(age for _, age in stale)
             warning.append(f"{label}: {len(stale)} entities last synced up to {span(oldest)} ago (stale): "
                            f"{_some([name for name, _ in stale])}")
+        books = realm.get("reconciliation")
+        if books and books["status"] != "ok":
+            first = books["drifts"][0]
+            what = first["detail"] or f"{first['check']} {first['subject']}"
+            if books["status"] == "error":
+                critical.append(f"{label}: reconciliation failed: {what}")
+            else:
+                more = f" (and {len(books['drifts']) - 1} more)" if len(books["drifts"]) > 1 else ""
+                warning.append(f"{label}: copy differs from QuickBooks: {what}{more}: see qbsync reconcile")
     for proc in processes:
         state = str(proc.get("state", "")).upper()
         if state == "FATAL":

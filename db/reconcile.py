@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +38,15 @@ def new_run_id(conn: psycopg.Connection) -> int:
     return int(scalar(conn, "SELECT nextval('quickbooks.reconciliation_runs')"))
 
 
+KEEP_DAYS = 90  # older results (and reports) of a realm are deleted when it is checked again
+
+
 def record_checks(conn: psycopg.Connection, run_id: int, realm_id: str, results: Sequence[CheckResult]) -> None:
+    """Store one reconciliation's results; drop the realm's results and reports older than KEEP_DAYS."""
+    conn.execute("DELETE FROM quickbooks.reconciliations WHERE realm_id = %s AND checked_at < now() - %s",
+                 (realm_id, timedelta(days=KEEP_DAYS)))
+    conn.execute("DELETE FROM quickbooks.reports WHERE realm_id = %s AND fetched_at < now() - %s",
+                 (realm_id, timedelta(days=KEEP_DAYS)))
     with conn.cursor() as cur:
         cur.executemany(
             'INSERT INTO quickbooks.reconciliations (run_id, realm_id, "check", subject, expected, actual, status,'

@@ -17,7 +17,8 @@ import pytest
 from support.realms import SYNCED, connect_realm, data_calls, ok
 
 from db.books import POSTING_TYPES, trial_balance
-from services.reconcile.checks import reconcile_realm
+from db.readmodel import health, status_snapshot
+from services.reconcile.checks import reconcile_due, reconcile_realm
 from services.reconcile.reports import combine, fetch, flatten
 from services.sync.engine import sync_realm
 from services.tokens.vault import client_for
@@ -68,6 +69,17 @@ def test_a_clean_copy_reconciles_with_one_count_per_entity_and_three_reports(db,
     assert set(reports) == {"TrialBalance", "AgedReceivables", "AgedPayables"} and all(reports.values())
 
 
+def test_the_worker_reconciles_each_realm_once_per_interval(db, settings, emulator, synced) -> None:
+    (first,) = reconcile_due(db, settings)
+    assert first.realm_id == synced and first.status == "ok"
+    emulator.admin.reset_counts()
+    assert reconcile_due(db, settings) == []  # within RECONCILE_INTERVAL_HOURS: nothing, not a call
+    assert sum(emulator.admin.request_counts(synced).values()) == 0
+    with db.transaction() as conn:
+        conn.execute("UPDATE quickbooks.reconciliations SET checked_at = checked_at - interval '25 hours'")
+    assert [r.realm_id for r in reconcile_due(db, settings)] == [synced]
+
+
 def test_a_vanished_invoice_is_a_count_drift_that_repair_fixes(db, settings, emulator, synced) -> None:
     invoice = emulator.admin.entities(synced, "Invoice")[3]
     emulator.admin.vanish(synced, "Invoice", invoice["Id"])
@@ -95,6 +107,23 @@ def test_a_report_that_disagrees_by_12_34_names_the_account_and_the_amount(db, s
     assert (drift.check, drift.subject, drift.actual - drift.expected) == ("trial_balance", account["Id"],
                                                                           Decimal("-12.34"))
     assert "Checking" in drift.detail and "-12.34" in drift.detail
+    # status shows it: a warning naming the account and the amount
+    with db.transaction() as conn:
+        snapshot = status_snapshot(conn)
+    books = next(r for r in snapshot["realms"] if r["realm_id"] == synced)["reconciliation"]
+    assert books["status"] == "drift" and books["drifts"][0]["difference"] == "-12.34"
+    code, reasons = health(snapshot, [])
+    assert code >= 1 and any("copy differs from QuickBooks" in r and "Checking" in r for r in reasons)
+
+
+def test_a_failed_reconciliation_is_critical_in_status(db, settings, emulator, synced) -> None:
+    emulator.admin.configure(report_cell_limit=1)  # a TrialBalance "too large" even as of one day
+    outcome = reconcile_realm(db, settings, synced, sync_first=False)
+    assert outcome.status == "error" and outcome.results[-1].check == "run"
+    assert "cannot be split by period" in outcome.results[-1].detail
+    with db.transaction() as conn:
+        code, reasons = health(status_snapshot(conn), [])
+    assert code == 2 and any("reconciliation failed" in r for r in reasons)
 
 
 def test_every_posting_type_moves_the_derived_trial_balance_as_qbo_does(db, settings, emulator, synced) -> None:

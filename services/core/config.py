@@ -79,6 +79,7 @@ class Settings:
     sync_interval_minutes: int = 60
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8080
+    reconcile_interval_hours: int = 24
     monthly_call_limit: int = 500_000
     call_reserve_percent: float = 5.0
     log_level: str = "INFO"
@@ -221,6 +222,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 60, 1, 24 * 60),
         webhook_host=env.get("WEBHOOK_HOST", "").strip() or "127.0.0.1",
         webhook_port=_int(env, "WEBHOOK_PORT", 8080, 0, 65535),
+        reconcile_interval_hours=_int(env, "RECONCILE_INTERVAL_HOURS", 24, 1, 24 * 31),
         monthly_call_limit=_int(env, "QBO_MONTHLY_CALL_LIMIT", 500_000, 1, 10**10),
         call_reserve_percent=_float(env, "QBO_CALL_RESERVE_PERCENT", 5.0, 0.0, 50.0),
         log_level=log_level,

@@ -108,6 +108,14 @@ def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
         print(line, file=out)
         if token["last_error"]:
             print(f"  token error: {_one_line(token['last_error'], 100)}", file=out)
+        books = realm.get("reconciliation")
+        if books:
+            line = f"  books {books['status']} (reconciled {relative(books['checked_at'], now)})"
+            if books["drifts"]:
+                first = books["drifts"][0]
+                line += f": {_one_line(first['detail'] or first['subject'], 90)}"
+                line += f" (+{len(books['drifts']) - 1} more)" if len(books["drifts"]) > 1 else ""
+            print(line, file=out)
         by_name = {ent["entity"]: ent for ent in realm["entities"]}
         for group in group_summaries(realm):
             parts = group.parts()

@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -35,7 +35,7 @@ from services.reconcile.reports import ReportRow, combine, fetch, flatten
 from services.sync.engine import sync_realm
 from services.tokens.vault import client_for
 
-__all__ = ["Reconciliation", "reconcile_realm", "cmd_reconcile", "EXIT_CODES"]
+__all__ = ["Reconciliation", "reconcile_realm", "reconcile_due", "cmd_reconcile", "EXIT_CODES"]
 
 log = logging.getLogger("qbsync.reconcile")
 
@@ -201,6 +201,26 @@ def reconcile_realm(db: Database, settings: Settings, realm_id: str, *, repair: 
     log.info("reconcile realm=%s status=%s checks=%d drifts=%d api_calls=%d", realm_id, outcome.status,
              len(outcome.results), len(outcome.drifts()), outcome.api_calls)
     return outcome
+
+
+def reconcile_due(db: Database, settings: Settings, stop: Any = None) -> list[Reconciliation]:
+    """Reconcile every active, synced realm whose last reconciliation is older than
+    RECONCILE_INTERVAL_HOURS (the sync worker calls this right after its scheduled pass, so the
+    copy is as current as a sync makes it: no sync of its own first)."""
+    with db.transaction() as conn:
+        due = [r[0] for r in conn.execute(
+            "SELECT t.realm_id FROM quickbooks.tokens t"
+            " WHERE t.status = 'active' AND EXISTS (SELECT 1 FROM quickbooks.sync_state s"
+            "   WHERE s.realm_id = t.realm_id AND s.cursor IS NOT NULL)"
+            " AND COALESCE((SELECT max(r.checked_at) FROM quickbooks.reconciliations r WHERE r.realm_id = t.realm_id),"
+            "   '-infinity') < now() - %s ORDER BY t.realm_id",
+            (timedelta(hours=settings.reconcile_interval_hours),))]
+    done = []
+    for realm_id in due:
+        if stop is not None and stop.requested:
+            break
+        done.append(reconcile_realm(db, settings, realm_id, sync_first=False))
+    return done
 
 
 def _render(outcome: Reconciliation) -> str:
