@@ -11,14 +11,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import requests
+from support.webhooks import WebhookSink
 
 from services.emulator import EMULATOR_VERIFIER_TOKEN
 from services.emulator.admin import EmulatorAdminError
@@ -195,40 +194,9 @@ def test_cdc_refuses_a_changed_since_older_than_30_days(emulator, realm):
 
 
 # ---- webhooks ---------------------------------------------------------------------------------
-class Receiver:
-    """A tiny webhook endpoint on 127.0.0.1 that records raw bodies and can fail the first N posts."""
-
-    def __init__(self, fail_first: int = 0) -> None:
-        self.posts: list[tuple[bytes, dict[str, str]]] = []
-        self.fail_first = fail_first
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.posts.append((body, {k.lower(): v for k, v in self.headers.items()}))
-                status = 500 if len(receiver.posts) <= receiver.fail_first else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/webhooks/quickbooks"
-        # shutdown() returns within one poll: 0.05 s instead of the default 0.5 s
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def receiver():
-    rec = Receiver(fail_first=1)
+    rec = WebhookSink(fail_first=1)
     try:
         yield rec
     finally:

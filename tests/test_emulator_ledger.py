@@ -12,12 +12,11 @@ import re
 import time
 from collections import defaultdict
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 
 import pytest
 import requests
 from support.samples import SAMPLES
+from support.webhooks import WebhookSink
 
 from services.emulator import EMULATOR_VERIFIER_TOKEN
 from services.emulator.admin import EmulatorAdminError
@@ -496,36 +495,9 @@ def test_deletes_and_merges_of_new_entities_are_cdc_tombstones(emulator, ledger)
     assert [v["Id"] for v in tombstones] == [gone["Id"]]
 
 
-class Receiver:
-    """A webhook endpoint on 127.0.0.1 that records raw bodies and headers."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[bytes, dict[str, str]]] = []
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                posts.append((self.rfile.read(int(self.headers["Content-Length"])),
-                              {k.lower(): v for k, v in self.headers.items()}))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/webhooks/quickbooks"
-        Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def receiver():
-    rec = Receiver()
+    rec = WebhookSink()
     try:
         yield rec
     finally:

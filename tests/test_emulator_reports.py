@@ -12,12 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from threading import Thread
 
 import pytest
 import requests
 from support.samples import SAMPLES
+from support.webhooks import WebhookSink
 
 from services.emulator.admin import EmulatorAdminError
 from services.emulator.books import POSTING, postings
@@ -476,33 +475,10 @@ def test_an_adjustment_moves_exactly_one_account_of_one_report(emulator, books):
             admin.configure(report_adjustments=wrong)
 
 
-class Hooks:
-    """A webhook endpoint that answers 200 (the emulator records every delivery itself)."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
-        Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_vanish_leaves_no_trace_but_a_count(emulator, books):
     realm, access = books
     admin = emulator.admin
-    hooks = Hooks()
+    hooks = WebhookSink()
     try:
         admin.configure(webhook_url=hooks.url, webhook_format="cloudevents")
         end = today(emulator).isoformat()

@@ -217,6 +217,33 @@ async def test_r_refreshes_the_token_once_at_the_emulator(db, settings, emulator
 
 
 @sync_test
+async def test_the_books_line_shows_a_drift_and_c_repairs_it(db, settings, emulator, tmp_path) -> None:
+    """A vanished invoice: the last reconciliation's drift is on the detail line; `c` reconciles
+    with --repair's rules (the invoice re-listed and marked deleted) and the line turns green."""
+    from services.reconcile.checks import reconcile_realm
+    from services.sync.engine import sync_realm
+    from services.tokens.vault import add_tokens
+
+    realm = emulator.admin.create_realm(company_name="Books Co", customers=4, items=2, invoices=6, estimates=1, seed=9)
+    grant = emulator.admin.issue_tokens(realm)
+    add_tokens(db, settings, realm, grant["refresh_token"], access_token=grant["access_token"],
+               expires_in=int(grant["expires_in"]))
+    sync_realm(db, settings, realm)
+    emulator.admin.vanish(realm, "Invoice", emulator.admin.entities(realm, "Invoice")[0]["Id"])
+    assert reconcile_realm(db, settings, realm).status == "drift"
+    app = RecordingApp(db, replace(settings, work_dir=tmp_path), supervisor_socket=tmp_path / "none.sock",
+                       poll_interval_s=0.3)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        detail = lambda: str(app.query_one("#detail").render())  # noqa: E731
+        assert "books DRIFT: QuickBooks has 5 Invoice rows, the copy 6" in detail() and "c to repair" in detail()
+        await pilot.press("c")
+        await pilot_wait_for(pilot, lambda: noted(app, "Books Co: books ok (0 differences, re-listed Invoice)"),
+                             "repair done", 60)
+        await pilot_wait_for(pilot, lambda: "books match QuickBooks" in detail(), "green books line")
+
+
+@sync_test
 async def test_keys_that_cannot_act_say_why(db, database_url, tmp_path) -> None:
     app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock")
     async with app.run_test(size=SIZE) as pilot:

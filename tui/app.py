@@ -40,7 +40,7 @@ from db.readmodel import GROUPS, group_summaries, health, status_snapshot, sync_
 from services.core.durations import span
 from services.core.errors import QBSyncError
 from services.core.logs import redact
-from tui.cells import GROUP_COLUMNS, ago, countdown, expiry, group_cells, one_line, token_status
+from tui.cells import GROUP_COLUMNS, ago, books_line, countdown, expiry, group_cells, one_line, token_status
 from tui.entities import EntitiesScreen, first_to_look_at
 from tui.logtail import LogTail
 
@@ -151,11 +151,12 @@ class QBSyncApp(App[None]):
     TITLE = "qbsync"
     ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar = [
-        Binding("r", "refresh_token", "Refresh token"),
-        Binding("s", "sync_now", "Sync now"),
+        Binding("r", "refresh_token", "Token"),
+        Binding("s", "sync_now", "Sync"),
         Binding("l", "next_log", "Log"),
         Binding("e", "error_details", "Error"),
         Binding("d", "entity_details", "Entities"),
+        Binding("c", "repair_books", "Books"),
         Binding("p", "restart_process", "Restart"),
         Binding("q", "quit", "Quit"),
     ]
@@ -422,6 +423,8 @@ class QBSyncApp(App[None]):
                 detail.append(f"disconnected: reconnect with qbsync connect --realm-id {rid}", style="dim")
             elif token["last_error"]:
                 detail.append(f"token: {one_line(token['last_error'], 70)}", style="yellow")
+            else:
+                detail.append_text(books_line(realm.get("reconciliation"), now))
         self.query_one("#detail", Static).update(detail)
         table = self.query_one("#groups", DataTable)
         if realm is None:
@@ -575,6 +578,36 @@ class QBSyncApp(App[None]):
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
             text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
             self.post_message(ActionDone(key, redact(f"token refresh failed: {one_line(text, 300)}"), "error"))
+
+    def action_repair_books(self) -> None:
+        """`c`: reconcile the selected company against QuickBooks now, re-listing in full the
+        entities whose counts differ (`qbsync reconcile --repair`), then show the result."""
+        realm = self._selected_for_action("reconcile")
+        if realm is None:
+            return
+        rid = realm["realm_id"]
+        key = f"books:{rid}"
+        if key in self._busy:
+            self._cannot(f"a reconciliation of {self._realm_label(rid)} is already running")
+            return
+        self._busy.add(key)
+        self.notify(f"reconciling {self._realm_label(rid)} with QuickBooks…", timeout=2, markup=False)
+        self._repair_worker(rid)
+
+    @work(thread=True, exclusive=False, exit_on_error=False, group="books")
+    def _repair_worker(self, realm_id: str) -> None:
+        key = f"books:{realm_id}"
+        try:
+            from services.reconcile.checks import reconcile_realm  # lazily: only the console's `c` needs it
+
+            outcome = reconcile_realm(self.db, self.settings, realm_id, repair=True)
+            repaired = f", re-listed {', '.join(outcome.repaired)}" if outcome.repaired else ""
+            severity = {"ok": "information", "drift": "warning"}.get(outcome.status, "error")
+            self.post_message(ActionDone(key, f"{self._realm_label(realm_id)}: books {outcome.status}"
+                                              f" ({len(outcome.drifts())} differences{repaired})", severity))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
+            text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"
+            self.post_message(ActionDone(key, redact(f"reconciliation failed: {one_line(text, 300)}"), "error"))
 
     def action_sync_now(self) -> None:
         realm = self._selected_for_action("queue a sync")

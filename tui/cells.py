@@ -132,3 +132,18 @@ def entity_cells(entity: dict[str, Any], now: datetime) -> list[Text]:
     took = "-" if duration is None else f"{duration:.1f}s" if duration < 100 else span(duration)
     return [success, run_status(entity["last_run_status"]), Text(f"{entity['rows']:,}", justify="right"),
             Text(took, justify="right"), Text(until(entity["next_run_at"], now))]
+
+
+def books_line(books: dict[str, Any] | None, now: datetime) -> Text:
+    """The selected company's last reconciliation with QuickBooks, for the detail line: what
+    drifted first and how many more, and the key that repairs it."""
+    if books is None:
+        return Text("books: not reconciled yet (c to reconcile)", style="dim")
+    when = ago(books["checked_at"], now)
+    if books["status"] == "ok":
+        return Text(f"books match QuickBooks (reconciled {when})", style="green")
+    first = books["drifts"][0]
+    more = f" +{len(books['drifts']) - 1}" if len(books["drifts"]) > 1 else ""
+    what = one_line(first["detail"] or f"{first['check']} {first['subject']}", 44)
+    style = "bold red" if books["status"] == "error" else "yellow"
+    return Text(f"books {books['status'].upper()}: {what}{more} · c to repair", style=style)
