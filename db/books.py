@@ -40,26 +40,29 @@ _SPECIAL = {
 _ACCOUNTS = "WITH acct AS (SELECT " + ", ".join(
     f"(SELECT id FROM quickbooks.accounts WHERE realm_id = %(realm)s AND deleted_at IS NULL AND {cond}"
     f" ORDER BY active DESC, length(id), id LIMIT 1) AS {name}" for name, cond in _SPECIAL.items()) + ")"
+# each item's accounts (the planner joins them to the lines like the items table itself)
+_ITEMS = (", item_acct AS (SELECT id, raw #>> '{IncomeAccountRef,value}' AS income,"
+          " COALESCE(raw #>> '{AssetAccountRef,value}', raw #>> '{ExpenseAccountRef,value}') AS expense"
+          " FROM quickbooks.items WHERE realm_id = %(realm)s)")
 
 _LIVE = "d.realm_id = %(realm)s AND d.deleted_at IS NULL AND d.txn_date <= %(as_of)s"
 _TAX = "COALESCE((d.raw #>> '{TxnTaxDetail,TotalTax}')::numeric, 0)"
 
 
-def _sales(table: str, lines: str, fk: str, sign: int, counter: str) -> str:
+def _sales(table: str, lines: str, fk: str, sign: int, counter: str, tax: str = _TAX) -> str:
     """Invoice, SalesReceipt (+1) and CreditMemo, RefundReceipt (-1): the counter account (A/R, or
     where the money went) takes TotalAmt; income lines, discounts and sales tax the rest."""
     return f"""
     SELECT {counter}, {sign} * d.total_amt, d.txn_date FROM quickbooks.{table} d, acct WHERE {_LIVE}
     UNION ALL
-    SELECT CASE l.detail_type WHEN 'DiscountLineDetail' THEN l.account_id
-                ELSE COALESCE(l.account_id, i.raw #>> '{{IncomeAccountRef,value}}') END,
+    SELECT CASE l.detail_type WHEN 'DiscountLineDetail' THEN l.account_id ELSE COALESCE(l.account_id, i.income) END,
            CASE l.detail_type WHEN 'DiscountLineDetail' THEN {sign} ELSE {-sign} END * l.amount, d.txn_date
       FROM quickbooks.{table} d
       JOIN quickbooks.{lines} l ON l.realm_id = d.realm_id AND l.{fk} = d.id
-      LEFT JOIN quickbooks.items i ON i.realm_id = d.realm_id AND i.id = l.item_id
+      LEFT JOIN item_acct i ON i.id = l.item_id
      WHERE {_LIVE} AND l.detail_type IN ('SalesItemLineDetail', 'DiscountLineDetail')
     UNION ALL
-    SELECT acct.tax, {-sign} * {_TAX}, d.txn_date FROM quickbooks.{table} d, acct WHERE {_LIVE}"""
+    SELECT acct.tax, {-sign} * {tax}, d.txn_date FROM quickbooks.{table} d, acct WHERE {_LIVE}"""
 
 
 def _expense(table: str, lines: str, fk: str, sign: str, counter: str) -> str:
@@ -69,11 +72,10 @@ def _expense(table: str, lines: str, fk: str, sign: str, counter: str) -> str:
     SELECT {counter}, -({sign}) * d.total_amt, d.txn_date FROM quickbooks.{table} d, acct WHERE {_LIVE}
     UNION ALL
     SELECT CASE l.detail_type WHEN 'AccountBasedExpenseLineDetail' THEN l.account_id
-                ELSE COALESCE(i.raw #>> '{{AssetAccountRef,value}}', i.raw #>> '{{ExpenseAccountRef,value}}', acct.cogs)
-           END, ({sign}) * l.amount, d.txn_date
+                ELSE COALESCE(i.expense, acct.cogs) END, ({sign}) * l.amount, d.txn_date
       FROM quickbooks.{table} d
       JOIN quickbooks.{lines} l ON l.realm_id = d.realm_id AND l.{fk} = d.id
-      LEFT JOIN quickbooks.items i ON i.realm_id = d.realm_id AND i.id = l.item_id
+      LEFT JOIN item_acct i ON i.id = l.item_id
       CROSS JOIN acct
      WHERE {_LIVE} AND l.detail_type IN ('AccountBasedExpenseLineDetail', 'ItemBasedExpenseLineDetail')"""
 
@@ -81,7 +83,7 @@ def _expense(table: str, lines: str, fk: str, sign: str, counter: str) -> str:
 def postings_sql() -> str:
     """SELECT account_id, amount, txn_date: every posting of realm %(realm)s up to %(as_of)s."""
     parts = [
-        _sales("invoices", "invoice_line_items", "invoice_id", 1, "acct.ar"),
+        _sales("invoices", "invoice_line_items", "invoice_id", 1, "acct.ar", "COALESCE(d.total_tax, 0)"),
         _sales("sales_receipts", "sales_receipt_line_items", "sales_receipt_id", 1,
                "COALESCE(d.deposit_to_account_id, acct.uf)"),
         _sales("credit_memos", "credit_memo_line_items", "credit_memo_id", -1, "acct.ar"),
@@ -126,7 +128,7 @@ def postings_sql() -> str:
       JOIN quickbooks.journal_entry_line_items l ON l.realm_id = d.realm_id AND l.journal_entry_id = d.id
      WHERE {_LIVE} AND l.detail_type = 'JournalEntryLineDetail'""",
     ]
-    return _ACCOUNTS + ", p(account_id, amount, txn_date) AS (" + "\n    UNION ALL".join(parts) + "\n)"
+    return _ACCOUNTS + _ITEMS + ", p(account_id, amount, txn_date) AS (" + "\n    UNION ALL".join(parts) + "\n)"
 
 
 @dataclass(frozen=True)

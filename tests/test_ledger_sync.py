@@ -198,3 +198,18 @@ def test_a_full_resync_reconciles_every_entity(db, settings, emulator, ledger) -
                              " RETURNING deleted_at IS NOT NULL", (ledger,)).fetchone()
     assert ghost == (True,)
     assert_exact(db, emulator, ledger)
+
+
+def test_a_bulk_listing_refreshes_the_planners_statistics(db, settings, emulator, monkeypatch) -> None:
+    """A listing that wrote ANALYZE_AFTER_ROWS rows analyzes its tables (reconciliation's joins need
+    the statistics before autovacuum comes round); smaller ones leave it to autovacuum."""
+    import services.sync.engine as engine
+
+    monkeypatch.setattr(engine, "ANALYZE_AFTER_ROWS", 25)  # the emulator's 30 invoices: over; 12 customers: under
+    realm = connect_realm(db, settings, emulator, **SIZES)
+    assert ok(sync_realm(db, settings, realm))
+    with db.transaction() as conn:
+        analyzed = dict(conn.execute(
+            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE schemaname = 'quickbooks'"
+            " AND relname IN ('invoices', 'invoice_line_items', 'linked_txns', 'customers')").fetchall())
+    assert analyzed == {"invoices": True, "invoice_line_items": True, "linked_txns": True, "customers": False}
