@@ -67,12 +67,13 @@ def test_the_ledger_counts_what_the_emulator_saw(db, settings, emulator) -> None
     assert services["inbox"] == 1 and services["sync"] == sum(seen.values()) - 1
 
 
-def test_a_flush_while_the_database_is_away_keeps_the_counts(db, database_url: str) -> None:
-    """The database goes away (its port closed), comes back on the same port: nothing lost, nothing twice."""
+def test_a_flush_while_the_database_is_away_keeps_the_counts(db, database_url: str, caplog) -> None:
+    """The database goes away (its port closed), comes back on the same port: nothing lost, nothing
+    twice; right after a failed write the meter does not try again (a closing client never waits)."""
     proxy = TcpToUnixProxy(database_url)
     proxy.start()
     through = Database(proxy.url + "?connect_timeout=2", max_size=1)
-    meter = UsageMeter()
+    meter = UsageMeter(retry_after_s=2.0)
     try:
         meter.count(through, "9130000000000001", "query", "sync")
         assert meter.flush(through) is True
@@ -80,6 +81,9 @@ def test_a_flush_while_the_database_is_away_keeps_the_counts(db, database_url: s
         for _ in range(3):
             meter.count(through, "9130000000000001", "query", "sync")
         assert meter.flush(through) is False and meter.pending() == 3
+        tries = sum("could not record" in r.getMessage() for r in caplog.records)
+        assert meter.flush(through) is False  # within retry_after_s: not even tried
+        assert sum("could not record" in r.getMessage() for r in caplog.records) == tries == 1
         proxy.start()
         meter.count(through, "9130000000000001", "cdc", "sync")
         assert wait_for(lambda: meter.flush(through), timeout=30, details=lambda: f"pending {meter.pending()}")
