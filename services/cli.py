@@ -11,7 +11,6 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
-from typing import Any
 
 from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError
 
@@ -25,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "token refresh": "services.tokens.worker:cmd_token_refresh",
     "token revoke": "services.tokens.worker:cmd_token_revoke",
     "tokenup": "services.tokens.worker:cmd_tokenup",
-    "sync": "services.cli:cmd_sync",
+    "sync": "services.sync.worker:cmd_sync",
     "webhook": "services.webhook.receiver:cmd_webhook",
     "status": "services.ops.status:cmd_status",
     "tui": "tui.app:cmd_tui",
@@ -112,15 +111,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--month", type=_month, help="YYYY-MM (default: this month, UTC)")
     return parser
-
-
-def cmd_sync(args: argparse.Namespace, settings: Any) -> int:
-    """`qbsync sync`, wired here: the worker reconciles each realm every RECONCILE_INTERVAL_HOURS
-    after a scheduled pass (reconciliation sits above the sync engine, so only a root joins them)."""
-    from services.reconcile.checks import reconcile_due
-    from services.sync.worker import cmd_sync as sync_command
-
-    return sync_command(args, settings, after_schedule=reconcile_due)
 
 
 def _month(text: str) -> date:

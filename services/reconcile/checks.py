@@ -221,8 +221,8 @@ def reconcile_realm(db: Database, settings: Settings, realm_id: str, *, repair: 
 
 def reconcile_due(db: Database, settings: Settings, stop: Any = None) -> list[Reconciliation]:
     """Reconcile every active, synced realm whose last reconciliation is older than
-    RECONCILE_INTERVAL_HOURS (the sync worker calls this right after its scheduled pass, so the
-    copy is as current as a sync makes it: no sync of its own first)."""
+    RECONCILE_INTERVAL_HOURS, without a sync of its own first (meant to run right after a scheduled
+    sync pass; not yet called by the sync worker: an outage during it delayed the worker's recovery)."""
     with db.transaction() as conn:
         due = [r[0] for r in conn.execute(
             "SELECT t.realm_id FROM quickbooks.tokens t"

@@ -7,8 +7,6 @@ The worker (under supervisord, PM2 semantics from services/core/worker.py):
   missed webhooks;
 - every ~1.5 s claims queued quickbooks.sync_requests (`FOR UPDATE SKIP LOCKED`; queued →
   running → done/failed) and applies due webhook inbox events (services/sync/apply.py);
-- after each scheduled pass, runs what the composition root gave it (`after_schedule`: the daily
-  reconciliation of each realm, services/reconcile/checks.py `reconcile_due`);
 - survives database outages (logs, waits, retries; no cursor moves without its data);
 - on SIGTERM finishes the current transaction and exits 0.
 `--once` runs one pass over the selected realm(s)/entity and exits 1 if any entity failed.
@@ -21,7 +19,6 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import schedule
@@ -113,10 +110,7 @@ def sync_due_realms(db: Database, settings: Settings, stop: Stop | None = None, 
         sync_realm(db, settings, realm, trigger="schedule", stop=stop)
 
 
-Periodic = Callable[[Database, Settings, Stop], object]
-
-
-def _worker_body(db: Database, settings: Settings, args: argparse.Namespace, after_schedule: Periodic | None) -> Any:
+def _worker_body(db: Database, settings: Settings, args: argparse.Namespace) -> Any:
     def body(stop: Stop) -> None:
         scheduler = schedule.Scheduler()
         state = {"due": True}
@@ -135,8 +129,6 @@ def _worker_body(db: Database, settings: Settings, args: argparse.Namespace, aft
                     state["due"] = False
                     sync_due_realms(db, settings, stop, all_realms=not first)
                     first = False
-                    if after_schedule is not None and not stop.requested:
-                        after_schedule(db, settings, stop)
                 run_requests(db, settings, stop)
                 if not stop.requested:
                     process_inbox(db, settings)
@@ -168,9 +160,8 @@ def _fix_malloc_threshold() -> None:
         pass
 
 
-def cmd_sync(args: argparse.Namespace, settings: Settings, *, after_schedule: Periodic | None = None) -> int:
-    """`qbsync sync [--once] [--realm-id R] [--entity E] [--full]`. The worker calls `after_schedule`
-    after each scheduled pass (the composition root passes the daily reconciliation)."""
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """`qbsync sync [--once] [--realm-id R] [--entity E] [--full]`."""
     from db.connection import open_database
     from services.model.entities import get_spec
 
@@ -200,6 +191,6 @@ def cmd_sync(args: argparse.Namespace, settings: Settings, *, after_schedule: Pe
 
             with db.transaction() as conn:
                 enqueue_sync_request(conn, args.realm_id, entity, args.full, requested_by="cli")
-        return run_worker("sync", settings.restart_delay_seconds, _worker_body(db, settings, args, after_schedule))
+        return run_worker("sync", settings.restart_delay_seconds, _worker_body(db, settings, args))
     finally:
         db.close()
