@@ -39,11 +39,11 @@ def resolve_database_url(settings: Settings, *, announce: bool = True) -> str:
     return ensure_embedded(settings.embedded_pg_dir, announce=announce)
 
 
-def _kwargs() -> dict:
+def _kwargs(application_name: str = "qbsync") -> dict:
     # TCP keepalives: a peer that vanished without closing (a network path gone) is noticed
     # within ~1 min on an idle connection instead of the kernel's 2 h (ignored on unix sockets).
     return {"prepare_threshold": None, "connect_timeout": CONNECT_TIMEOUT_S,
-            "application_name": "qbsync", "keepalives": 1, "keepalives_idle": 30,
+            "application_name": application_name, "keepalives": 1, "keepalives_idle": 30,
             "keepalives_interval": 10, "keepalives_count": 3}
 
 
@@ -99,17 +99,19 @@ class Database:
     """A small connection pool with one way in: `with db.transaction() as conn:`."""
 
     def __init__(self, url: str, *, max_size: int = 8, name: str = "qbsync",
-                 timeout: float = CONNECT_TIMEOUT_S + 5, min_size: int = 0) -> None:
+                 timeout: float = CONNECT_TIMEOUT_S + 5, min_size: int = 0,
+                 application_name: str = "qbsync") -> None:
         """`timeout`: the longest `transaction()` waits for a connection before
         DatabaseUnavailable (the webhook receiver keeps it under Intuit's 3 s).
-        `min_size`: connections kept open even when idle (0: opened on demand)."""
+        `min_size`: connections kept open even when idle (0: opened on demand).
+        `application_name`: what pg_stat_activity shows ("qbsync-sync" for the sync worker...)."""
         self.url = url
         self._max_size = max_size
         self._timeout = timeout
         self._last_connect_error: str | None = None
         self._last_connect_failure = float("-inf")  # time.monotonic() of the last failed attempt
         self._pool = ConnectionPool(
-            url, min_size=min_size, max_size=max_size, kwargs=_kwargs(), open=True, name=name,
+            url, min_size=min_size, max_size=max_size, kwargs=_kwargs(application_name), open=True, name=name,
             timeout=timeout, reconnect_timeout=0, connection_class=self._connection_class(),
         )
 
@@ -211,7 +213,8 @@ class Database:
 
 
 def open_database(settings: Settings, *, announce: bool = True, max_size: int = 8,
-                  timeout: float = CONNECT_TIMEOUT_S + 5) -> Database:
-    """The pool for this process: DATABASE_URL or the embedded default."""
+                  timeout: float = CONNECT_TIMEOUT_S + 5, service: str | None = None) -> Database:
+    """The pool for this process: DATABASE_URL or the embedded default. `service` names the
+    process in pg_stat_activity (application_name qbsync-<service>)."""
     return Database(resolve_database_url(settings, announce=announce), max_size=max_size,
-                    timeout=timeout)
+                    timeout=timeout, application_name=f"qbsync-{service}" if service else "qbsync")

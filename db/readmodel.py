@@ -5,11 +5,14 @@ Cheap by construction, whatever the size of the synced data: row counts come fro
 `sync_state.row_count` (never `count(*)` on an entity table), the duration of the last run
 is one primary-key lookup per (realm, entity) through `sync_state.last_run_id`, and the
 newest errors are read through the `errors (at DESC)` index. Token values are never
-selected: only their status and expiry times leave this module.
+selected: only their status and expiry times leave this module. The same snapshot carries
+the month's metered API calls (`db.usage.usage_report`, SPEC section 12) and who holds each
+realm's lease (SPEC section 13), read in the caller's connection so all of it is one view.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -17,6 +20,7 @@ from typing import Any
 import psycopg
 
 from db.reconcile import latest_results
+from db.usage import usage_report
 from services.core.durations import span
 from services.core.logs import redact
 from services.model.entities import ENTITIES, ENTITY_NAMES, GROUPS
@@ -24,12 +28,21 @@ from services.model.entities import ENTITIES, ENTITY_NAMES, GROUPS
 __all__ = [
     "ENTITY_ORDER", "GROUPS", "RECENT_ERRORS", "status_snapshot", "health", "entity_state",
     "GroupSummary", "summarize", "group_summaries", "sync_request_states", "READ_MODEL_QUERIES",
+    "USAGE_WARNING_PERCENT", "USAGE_CRITICAL_PERCENT", "usage_level", "percent_of", "TAKEOVERS_SHOWN",
+    "TAKEOVERS_WINDOW", "GOVERNOR_EFFECT",
 ]
 
 # SPEC section 4: every synced entity, by its QBO name, in the model's order (grouped, see GROUPS).
 ENTITY_ORDER = ENTITY_NAMES
 RECENT_ERRORS = 20
 EXPIRY_WARNING_DAYS = 30
+# SPEC section 12: a month-end projection past these shares of QBO_MONTHLY_CALL_LIMIT warns / is critical.
+USAGE_WARNING_PERCENT = 80
+USAGE_CRITICAL_PERCENT = 95
+GOVERNOR_EFFECT = "scheduled syncs daily, webhooks applied through CDC"
+# SPEC section 13: each realm lists its newest lease takeovers, at most this many, this recent.
+TAKEOVERS_SHOWN = 5
+TAKEOVERS_WINDOW = timedelta(hours=24)
 
 # Every query one snapshot runs, by name (the benchmark EXPLAINs exactly these).
 READ_MODEL_QUERIES: dict[str, str] = {
@@ -50,6 +63,20 @@ READ_MODEL_QUERIES: dict[str, str] = {
           FROM quickbooks.errors
          ORDER BY at DESC, id DESC
          LIMIT %(limit)s""",
+    # One row per realm being worked right now (holders delete theirs when done).
+    "leases": """
+        SELECT realm_id, holder, work, acquired_at, renewed_at, expires_at
+          FROM quickbooks.realm_leases""",
+    # The newest takeovers per realm within a day of the newest one, through the (at) index;
+    # status_snapshot keeps those within TAKEOVERS_WINDOW of its `now` (a superset: now >= max(at)).
+    "takeovers": f"""
+        SELECT id, at, realm_id, from_holder, to_holder, expired_at
+          FROM (SELECT *, row_number() OVER (PARTITION BY realm_id ORDER BY at DESC, id DESC) AS n
+                  FROM quickbooks.lease_takeovers
+                 WHERE at > (SELECT max(at) FROM quickbooks.lease_takeovers)
+                            - interval '{TAKEOVERS_WINDOW.total_seconds():.0f} seconds') t
+         WHERE n <= {TAKEOVERS_SHOWN}
+         ORDER BY at DESC, id DESC""",
 }
 
 
@@ -87,10 +114,29 @@ def _now(now: datetime | None) -> datetime:
     return now
 
 
+def _usage(report: Any) -> dict[str, Any]:
+    """SPEC section 4/12: `{"month", "calls", "limit", "projected", "governed"}` of a
+    `db.usage.UsageReport`, plus "reserve_percent" and "by_kind" (the per-realm split is
+    `qbsync usage`'s: thousands of realms would swamp a status object)."""
+    return {"month": report.month, "calls": report.calls, "limit": report.limit, "projected": report.projected,
+            "governed": report.governed, "reserve_percent": report.reserve_percent, "by_kind": report.by_kind}
+
+
+def _lease(row: tuple | None, now: datetime) -> dict[str, Any] | None:
+    """SPEC section 13: `{"holder", "work", "expires_at", "expired"}` (plus "acquired_at",
+    "renewed_at") of the realm's lease, None when no process works it."""
+    if row is None:
+        return None
+    _realm, holder, work, acquired, renewed, expires = row
+    return {"holder": holder, "work": work, "expires_at": _iso(expires), "expired": expires <= now,
+            "acquired_at": _iso(acquired), "renewed_at": _iso(renewed)}
+
+
 def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
                     stale_after: timedelta = timedelta(hours=2),
-                    errors_limit: int = RECENT_ERRORS) -> dict[str, Any]:
-    """The SPEC section 4 status object without "processes", from three indexed queries.
+                    errors_limit: int = RECENT_ERRORS, call_limit: int | None = None,
+                    call_reserve_percent: float = 5.0) -> dict[str, Any]:
+    """The SPEC section 4 status object without "processes", from a few indexed queries.
 
     Guarantees: every SPEC key is present; realms are sorted by company name; each realm
     lists ENTITY_ORDER entities (never-synced ones with nulls and rows 0); times are ISO
@@ -99,12 +145,27 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
     "next_run_at", "last_run_started_at", "last_run_finished_at", "duration_s", "stale"
     (never synced, or last success older than `stale_after`, 2 x SYNC_INTERVAL_MINUTES by
     convention); error "id", "code"; top-level "generated_at".
+    Each realm has "lease" (see `_lease`; "expired" as of `now`) and "takeovers" (its newest
+    TAKEOVERS_SHOWN lease takeovers within TAKEOVERS_WINDOW of `now`, newest first:
+    `{"at", "from_holder", "to_holder", "expired_at", "id"}`).
+    Top-level "usage": this month's metered calls against `call_limit` (QBO_MONTHLY_CALL_LIMIT)
+    with `call_reserve_percent` (QBO_CALL_RESERVE_PERCENT), projected as of `now` (see `_usage`);
+    None when `call_limit` is None (the caller did not ask).
     """
     now = _now(now)
     realms_rows = conn.execute(READ_MODEL_QUERIES["realms"]).fetchall()
     entity_rows = conn.execute(READ_MODEL_QUERIES["entities"]).fetchall()
     error_rows = conn.execute(READ_MODEL_QUERIES["errors"], {"limit": errors_limit}).fetchall()
+    leases = {row[0]: row for row in conn.execute(READ_MODEL_QUERIES["leases"]).fetchall()}
+    takeovers: dict[str, list[dict[str, Any]]] = {}
+    for tid, at, realm_id, from_holder, to_holder, expired_at in conn.execute(READ_MODEL_QUERIES["takeovers"]):
+        if now - at <= TAKEOVERS_WINDOW:
+            takeovers.setdefault(realm_id, []).append({
+                "at": _iso(at), "from_holder": from_holder, "to_holder": to_holder,
+                "expired_at": _iso(expired_at), "id": tid})
     reconciled = latest_results(conn)
+    usage = None if call_limit is None else _usage(
+        usage_report(conn, limit=call_limit, reserve_percent=call_reserve_percent, now=now))
 
     by_realm: dict[str, dict[str, tuple]] = {}
     for row in entity_rows:
@@ -158,6 +219,8 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
             },
             "entities": entities,
             "reconciliation": _reconciliation(reconciled.get(realm_id)),
+            "lease": _lease(leases.get(realm_id), now),
+            "takeovers": takeovers.get(realm_id, []),
         })
 
     recent_errors = [
@@ -165,7 +228,7 @@ def status_snapshot(conn: psycopg.Connection, now: datetime | None = None, *,
          "message": redact(message), "id": err_id, "code": code}
         for err_id, at, service, realm_id, entity, code, message in error_rows
     ]
-    return {"generated_at": _iso(now), "realms": realms, "recent_errors": recent_errors}
+    return {"generated_at": _iso(now), "realms": realms, "recent_errors": recent_errors, "usage": usage}
 
 
 def _parse(value: str | None) -> datetime | None:
@@ -262,6 +325,39 @@ def _some(names: list[str], shown: int = 3) -> str:
     return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
+def percent_of(n: int, of: int) -> str:
+    """100 * n / of as it should read next to a threshold: whole percents rounded down ("82"),
+    one decimal just past a threshold ("80.4", never a warning that reads "80 %")."""
+    if of <= 0:
+        return "-"
+    value = 100 * n / of
+    whole = math.floor(value)
+    return f"{value:.1f}" if whole in (USAGE_WARNING_PERCENT, USAGE_CRITICAL_PERCENT) and value > whole else str(whole)
+
+
+def usage_level(usage: dict[str, Any] | None) -> int:
+    """The month's metered calls (a snapshot's "usage") as a health level: 2 when the projection
+    is past USAGE_CRITICAL_PERCENT of the limit, 1 past USAGE_WARNING_PERCENT or while the
+    governor is on (syncs slowed down), else 0 (also when usage was not read)."""
+    if not usage or usage["limit"] <= 0:
+        return 0
+    share = 100 * usage["projected"] / usage["limit"]
+    if share > USAGE_CRITICAL_PERCENT:
+        return 2
+    return 1 if share > USAGE_WARNING_PERCENT or usage["governed"] else 0
+
+
+def _usage_reason(usage: dict[str, Any]) -> str:
+    """'API calls: 412,000 projected this month of 500,000 (82 %): see qbsync usage'; with the
+    governor on, what it does instead of the pointer."""
+    line = (f"API calls: {usage['projected']:,} projected this month of {usage['limit']:,} "
+            f"({percent_of(usage['projected'], usage['limit'])} %)")
+    if usage["governed"]:
+        return (f"{line}; {usage['calls']:,} made, under {usage['reserve_percent']:g} % of the limit left: "
+                f"governor on, {GOVERNOR_EFFECT}")
+    return f"{line}: see qbsync usage"
+
+
 def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datetime | None = None, *,
            sync_interval_minutes: int = 60, token_margin_minutes: int = 10,
            token_check_interval_seconds: int = 60) -> tuple[int, list[str]]:
@@ -276,6 +372,10 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
     two, naming the entities); a process that is not RUNNING/STARTING; no company connected.
     Disconnected realms are reported as such but never raise the level (the operator revoked
     them on purpose).
+    Metered calls (the snapshot's "usage", see `usage_level`): a month-end projection past
+    USAGE_CRITICAL_PERCENT of the limit is critical, past USAGE_WARNING_PERCENT (or the governor
+    on) a warning. A realm's lease past its expiry (its holder stopped renewing and nobody took
+    it over yet) is a warning.
     Each reason is one line naming the realm and what to do.
     """
     now = _now(now)
@@ -291,6 +391,11 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
     for realm in snapshot.get("realms", []):
         rid = realm["realm_id"]
         label = realm.get('company_name') or f"realm {rid}"
+        lease = realm.get("lease")
+        expires = _parse(lease["expires_at"]) if lease else None
+        if lease and expires is not None and expires <= now:
+            warning.append(f"realm {rid}: lease of {lease['holder']} expired "
+                           f"{int((now - expires).total_seconds())} s ago (a sync process died?)")
         token = realm["token"]
         status = token["status"]
         if status == "needs_reauth":
@@ -344,6 +449,10 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
             else:
                 more = f" (and {len(books['drifts']) - 1} more)" if len(books["drifts"]) > 1 else ""
                 warning.append(f"{label}: copy differs from QuickBooks: {what}{more}: see qbsync reconcile")
+    usage = snapshot.get("usage")
+    level = usage_level(usage)
+    if usage and level:
+        (critical if level == 2 else warning).append(_usage_reason(usage))
     for proc in processes:
         state = str(proc.get("state", "")).upper()
         if state == "FATAL":

@@ -15,6 +15,7 @@ def test_defaults_follow_the_spec() -> None:
     assert s.api_base_url == API_BASE_URLS["production"]
     assert (s.minor_version, s.max_requests_per_minute, s.max_concurrency) == (75, 450, 4)
     assert (s.token_refresh_margin_minutes, s.token_check_interval_seconds, s.sync_interval_minutes) == (10, 60, 60)
+    assert (s.sync_concurrency, s.sync_lease_seconds, s.metrics_port) == (8, 120, None)
     assert (s.webhook_host, s.webhook_port, s.restart_delay_seconds) == ("127.0.0.1", 8080, 10.0)
     assert s.database_url is None
 
@@ -29,7 +30,8 @@ def test_sandbox_picks_the_sandbox_base_url_and_override_wins() -> None:
     ("QBO_ENVIRONMENT", "staging"), ("QBO_MINOR_VERSION", "abc"), ("QBO_MINOR_VERSION", "70"),
     ("QBO_MAX_REQUESTS_PER_MINUTE", "501"), ("QBO_MAX_CONCURRENCY", "11"), ("WEBHOOK_PORT", "http"),
     ("QBO_RETRY_BASE_SECONDS", "-1"), ("LOG_LEVEL", "LOUD"), ("QBO_TOKEN_URL", "ftp://x"),
-    ("DATABASE_URL", "mysql://x"), ("QBO_AUTH_BASIC", "not-base64!"),
+    ("DATABASE_URL", "mysql://x"), ("SYNC_CONCURRENCY", "0"), ("SYNC_LEASE_SECONDS", "1"),
+    ("METRICS_PORT", "99999"), ("METRICS_PORT", "metrics"), ("QBO_AUTH_BASIC", "not-base64!"),
 ])
 def test_malformed_variable_is_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -16,12 +16,13 @@ SPEC_VARIABLES = {
     "QBO_RETRY_BASE_SECONDS", "TOKEN_REFRESH_MARGIN_MINUTES", "TOKEN_CHECK_INTERVAL_SECONDS",
     "SYNC_INTERVAL_MINUTES", "WEBHOOK_HOST", "WEBHOOK_PORT", "LOG_LEVEL", "RESTART_DELAY_SECONDS",
     "QBO_MONTHLY_CALL_LIMIT", "QBO_CALL_RESERVE_PERCENT", "RECONCILE_INTERVAL_HOURS",
+    "SYNC_CONCURRENCY", "SYNC_LEASE_SECONDS", "METRICS_PORT",
 }
 
 
 def _variables_read_by_settings() -> set[str]:
     source = Path(services.core.config.__file__).read_text()
-    return set(re.findall(r'"((?:QBO|DATABASE|TOKEN|SYNC|WEBHOOK|LOG|RESTART|RECONCILE)_[A-Z_]+|DATABASE_URL)"', source))
+    return set(re.findall(r'"((?:QBO|DATABASE|TOKEN|SYNC|WEBHOOK|LOG|RESTART|RECONCILE|METRICS)_[A-Z_]+|DATABASE_URL)"', source))
 
 
 def test_settings_read_exactly_the_spec_variables() -> None:

@@ -4,6 +4,7 @@ supervisord and log files where a key acts on them)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from support.console import (
 )
 
 from db.connection import Database
-from db.readmodel import ENTITY_ORDER, GROUPS
+from db.readmodel import ENTITY_ORDER, GROUPS, health
 from tui.app import LOG_SOURCES, ActionDone, EntitiesScreen, ErrorDetailScreen, LogLines, PollResult, QBSyncApp
 
 SIZE = (80, 24)
@@ -521,3 +522,103 @@ async def test_a_tick_while_textual_tears_the_screen_down_is_harmless_but_a_real
         app._tick()
         app.on_poll_result(PollResult(None, None, {}, "late poll"))
         app.on_log_lines(LogLines(LOG_SOURCES[0], ["late line"]))
+
+
+FROZEN_NOW = datetime(2026, 11, 22, 14, 5, 0, tzinfo=timezone.utc)
+HOLDER = "vps1:4242/w1"
+
+
+def styles_of(text: Any, fragment: str) -> list[str]:
+    """The styles of the spans of a rich Text that cover the start of `fragment` in it."""
+    start = text.plain.index(fragment)
+    return [str(span.style) for span in text.spans if span.start <= start < span.end]
+
+
+def _set_calls(database_url: str, calls: int) -> None:
+    """All the month's calls on a day before the projection's recent days: projected == calls."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM quickbooks.api_usage")
+        conn.execute("INSERT INTO quickbooks.api_usage (realm_id, day, kind, service, calls)"
+                     " VALUES (%s, '2026-11-10', 'cdc', 'sync', %s)", (HEALTHY_REALM, calls))
+
+
+@sync_test
+async def test_the_top_bar_meter_shows_the_months_calls_and_turns_warning_past_80_percent(
+        db, database_url, tmp_path) -> None:
+    """The meter is `qbsync status`'s usage: plain at 40 % of QBO_MONTHLY_CALL_LIMIT, warning-styled
+    (with the reason on the second line) past 80 %, critical past 95 % with the governor on."""
+    with db.transaction() as conn:
+        insert_console_realm(conn, FROZEN_NOW, HEALTHY_REALM, "Acme")
+    _set_calls(database_url, 2_000)
+    app = RecordingApp(db, console_settings(database_url, tmp_path, QBO_MONTHLY_CALL_LIMIT="5000"),
+                       clock=lambda: FROZEN_NOW, supervisor_socket=tmp_path / "none.sock", poll_interval_s=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        bar = lambda: app.query_one("#topbar").content  # noqa: E731
+        meter = "API 2,000 / 5,000 · proj 2,000 (40 %)"
+        assert screen_text(app)[0].split() == ["qbsync", "HEALTHY", *meter.split()]
+        assert styles_of(bar(), meter) == []  # nothing to look at
+        assert "1 company · all checks pass" in screen_text(app)[1]
+
+        _set_calls(database_url, 4_250)
+        meter = "API 4,250 / 5,000 · proj 4,250 (85 %)"
+        await pilot_wait_for(pilot, lambda: meter in bar().plain, "the meter at 85 %")
+        assert styles_of(bar(), meter) == ["bold black on yellow"]
+        assert "WARNING" in bar().plain and "governor on" not in bar().plain
+        assert line_with(app, "1 company · API calls: 4,250 projected this month of 5,000 (85 %)")
+
+        _set_calls(database_url, 4_900)
+        meter = "API 4,900 / 5,000 · proj 4,900 (98 %)"
+        await pilot_wait_for(pilot, lambda: meter in bar().plain, "the meter at 98 %")
+        assert styles_of(bar(), meter) == ["bold white on red"]
+        assert "CRITICAL" in bar().plain and f"{meter} · governor on" in screen_text(app)[0]
+        assert app.screen.max_scroll_y == 0 and "q Quit" in screen_text(app)[-1]  # still fits 80x24
+
+
+@sync_test
+async def test_the_detail_shows_who_works_the_company_and_takeovers_are_events(db, database_url, seeded,
+                                                                             tmp_path) -> None:
+    """A live lease names its holder on the detail line; a takeover is a row among the errors
+    (service "lease") that `e` opens; a lease past its expiry turns the line yellow and warns."""
+    now = datetime.now(timezone.utc)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO quickbooks.realm_leases (realm_id, holder, work, expires_at)"
+                     " VALUES (%s, %s, 'schedule', %s)", (HEALTHY_REALM, HOLDER, now + timedelta(minutes=2)))
+        takeover = conn.execute(
+            "INSERT INTO quickbooks.lease_takeovers (at, realm_id, from_holder, to_holder, expired_at)"
+            " VALUES (%s, %s, 'vps2:977/w3', %s, %s) RETURNING id",
+            (now - timedelta(minutes=6), HEALTHY_REALM, HOLDER, now - timedelta(minutes=7))).fetchone()[0]
+    app = RecordingApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock",
+                       poll_interval_s=0.2)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot_wait_for(pilot, lambda: app.polls >= 1, "first poll")
+        await pilot.pause()
+        assert app.selected_realm == HEALTHY_REALM
+        detail = app.query_one("#detail").content
+        assert f"realm {HEALTHY_REALM} · refreshed 12m ago · worked by {HOLDER} (schedule)" in detail.plain
+        assert styles_of(detail, "worked by") == ["cyan"]
+        errors = app.query_one("#errors")
+        key = f"lease-{takeover}"
+        assert [str(errors.get_row_at(i)[1]) for i in range(4)] == ["tokenup", "lease", "sync", "webhook"]
+        assert cell(app, "errors", key, "message").startswith(f"taken over from vps2:977/w3 by {HOLDER}")
+        assert cell(app, "errors", key, "realm") == "Acme Café…"
+        errors.focus()
+        await pilot.press("down", "e")
+        await pilot_wait_for(pilot, lambda: isinstance(app.screen, ErrorDetailScreen), "the takeover's detail")
+        assert str(app.screen.query_one("#error-message").content).startswith(
+            f"taken over from vps2:977/w3 by {HOLDER} (the lease of vps2:977/w3 had expired at ")
+        await pilot.press("escape")
+        await pilot_wait_for(pilot, lambda: not isinstance(app.screen, ErrorDetailScreen), "modal closed")
+
+        with db.transaction() as conn:  # the holder died: its lease runs out, nobody took it yet
+            conn.execute("UPDATE quickbooks.realm_leases SET expires_at = now() - interval '40 seconds'")
+        await pilot_wait_for(pilot, lambda: "expired" in app.query_one("#detail").content.plain, "the dead lease")
+        detail = app.query_one("#detail").content
+        line1, line2 = detail.plain.split("\n")
+        assert line1 == f"realm {HEALTHY_REALM} · refreshed 12m ago"  # nobody works it any more
+        assert re.fullmatch(rf"lease of {re.escape(HOLDER)} \(schedule\) expired 4\ds ago: a sync process died\?",
+                            line2), line2  # instead of the books line
+        assert styles_of(detail, "lease of") == ["bold yellow"]
+        assert line_with(app, "lease of").strip() == line2
+        assert any(f"realm {HEALTHY_REALM}: lease of {HOLDER} expired" in r
+                   for r in health(app.snapshot, [], app.clock())[1])

@@ -6,11 +6,11 @@ Regenerate after an intended visual change: `.venv/bin/python -m pytest tests/te
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import time_machine
-from support.console import console_settings, insert_console_realm, pilot_wait_for, seed_console_state
+from support.console import HEALTHY_REALM, console_settings, insert_console_realm, pilot_wait_for, seed_console_state
 
 from db.connection import Database
 from tui.app import QBSyncApp
@@ -26,12 +26,26 @@ async def _first_poll(app: QBSyncApp, pilot: Any) -> None:
 
 
 def _app(db: Database, database_url: str, tmp_path: Any, *, failing: bool = False) -> QBSyncApp:
-    """The seeded console; with `failing`, a third company (listed last) whose Bill sync failed."""
+    """The seeded console: the month's metered calls at 21 % of the limit (projected), the first
+    company worked by a sync process that took its lease over from a dead one 30 minutes ago;
+    with `failing`, a third company (listed last) whose Bill sync failed, and the calls past 80 %."""
     with db.transaction() as conn:
         seed_console_state(conn, FROZEN)
+        conn.execute("INSERT INTO quickbooks.realm_leases (realm_id, holder, work, acquired_at, renewed_at,"
+                     " expires_at) VALUES (%s, 'vps1:4242/w1', 'schedule', %s, %s, %s)",
+                     (HEALTHY_REALM, FROZEN - timedelta(minutes=30), FROZEN - timedelta(seconds=10),
+                      FROZEN + timedelta(seconds=110)))
+        conn.execute("INSERT INTO quickbooks.lease_takeovers (at, realm_id, from_holder, to_holder, expired_at)"
+                     " VALUES (%s, %s, 'vps2:977/w3', 'vps1:4242/w1', %s)",
+                     (FROZEN - timedelta(minutes=30), HEALTHY_REALM, FROZEN - timedelta(minutes=31)))
+        calls = [(date(2026, 11, 3), 60_000), (date(2026, 11, 20), 12_000), (date(2026, 11, 22), 3_400)]
         if failing:
             insert_console_realm(conn, FROZEN, FAILING_REALM, "Zed Failing Ltd", run_entity="Bill",
                                  run_status="failed", run_error="FatalQBOError: 6240 Duplicate Document Number")
+            calls = [(day, n * 9 // 2) for day, n in calls]
+        for day, n in calls:
+            conn.execute("INSERT INTO quickbooks.api_usage (realm_id, day, kind, service, calls)"
+                         " VALUES (%s, %s, 'cdc', 'sync', %s)", (HEALTHY_REALM, day, n))
     return QBSyncApp(db, console_settings(database_url, tmp_path), supervisor_socket=tmp_path / "none.sock",
                      poll_interval_s=3600)
 

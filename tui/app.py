@@ -1,10 +1,12 @@
 """`qbsync tui`: the operator's console, built for an 80x24 SSH terminal.
 
-One glance: a health line, every company with its token (status, a live access-token
-countdown, refresh-token idle and hard expiry in green/yellow/red), the selected company's
-entities one row per group (how many are ok, stale, never synced or failed, naming the failed
-ones; oldest success, rows, next run), supervisord's processes, the newest errors and a log
-tail. `d` (or enter on a group) opens every entity of the company (`tui.entities`). One key
+One glance: a health line with the month's metered API calls (the meter turns yellow/red at
+the thresholds `qbsync status` exits on) and the first reason, every company with its token
+(status, a live access-token countdown, refresh-token idle and hard expiry in green/yellow/red),
+the selected company's detail (which sync process works it, its books), its entities one row
+per group (how many are ok, stale, never synced or failed, naming the failed ones; oldest
+success, rows, next run), supervisord's processes, the newest errors and lease takeovers and a
+log tail. `d` (or enter on a group) opens every entity of the company (`tui.entities`). One key
 fixes the common problems: `r` refresh the token, `s` queue a sync, `p` restart a process;
 `l` switches the log, `e` shows an error.
 
@@ -40,7 +42,21 @@ from db.readmodel import GROUPS, group_summaries, health, status_snapshot, sync_
 from services.core.durations import span
 from services.core.errors import QBSyncError
 from services.core.logs import redact
-from tui.cells import GROUP_COLUMNS, ago, books_line, countdown, expiry, group_cells, one_line, token_status
+from tui.cells import (
+    GROUP_COLUMNS,
+    LEVEL_STYLES,
+    ago,
+    books_line,
+    countdown,
+    events,
+    expiry,
+    group_cells,
+    lease_expired,
+    lease_text,
+    meter,
+    one_line,
+    token_status,
+)
 from tui.entities import EntitiesScreen, first_to_look_at
 from tui.logtail import LogTail
 
@@ -162,7 +178,7 @@ class QBSyncApp(App[None]):
     ]
     CSS = """
     Screen { layout: vertical; }
-    #topbar { height: 1; padding: 0 1; background: $panel; }
+    #topbar { height: 2; padding: 0 1; background: $panel; }
     #banner { height: auto; padding: 0 1; background: red; color: white; text-style: bold; display: none; }
     #banner.down { display: block; }
     DataTable { scrollbar-size-vertical: 1; }
@@ -172,7 +188,7 @@ class QBSyncApp(App[None]):
     #procs { height: 1; padding: 0 1; }
     #errors { height: 4; }
     #loglabel { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
-    #log { height: 1fr; min-height: 2; }
+    #log { height: 1fr; min-height: 1; }
     """
 
     def __init__(self, db: Any, settings: Any, *, clock: Callable[[], datetime] | None = None,
@@ -197,7 +213,7 @@ class QBSyncApp(App[None]):
         self._busy: set[str] = set()
         self._log_index = 0
         self._tail: LogTail | None = None
-        self._error_ids: list[int] = []
+        self._error_ids: list[Any] = []  # error ids (int) and lease takeovers ("lease-<id>")
 
     # ------------------------------------------------------------ layout
 
@@ -277,7 +293,9 @@ class QBSyncApp(App[None]):
         conn = self._conn
         with conn.transaction():
             snapshot = status_snapshot(conn, self.clock(),
-                                       stale_after=_minutes(2 * self.settings.sync_interval_minutes))
+                                       stale_after=_minutes(2 * self.settings.sync_interval_minutes),
+                                       call_limit=self.settings.monthly_call_limit,
+                                       call_reserve_percent=self.settings.call_reserve_percent)
             requests = sync_request_states(conn, request_ids)
         return snapshot, requests
 
@@ -354,7 +372,9 @@ class QBSyncApp(App[None]):
         self._render_errors(now)
 
     def _render_topbar(self, now: datetime) -> None:
+        """Line 1: the level and the API call meter; line 2: how many companies and the first reason."""
         bar = Text("qbsync ", style="bold")
+        width = max(20, (self.size.width or 80) - 2)
         if self.snapshot is None:
             bar.append("no data yet", style="yellow")
         else:
@@ -362,15 +382,21 @@ class QBSyncApp(App[None]):
                                    sync_interval_minutes=self.settings.sync_interval_minutes,
                                    token_margin_minutes=self.settings.token_refresh_margin_minutes,
                                    token_check_interval_seconds=self.settings.token_check_interval_seconds)
-            word, style = [("HEALTHY", "bold black on green"), ("WARNING", "bold black on yellow"),
-                           ("CRITICAL", "bold white on red")][code]
-            bar.append(f" {word} ", style=style)
+            word = ("HEALTHY", "WARNING", "CRITICAL")[code]
+            bar.append(f" {word} ", style=LEVEL_STYLES[code] if code else "bold black on green")
+            bar.append(" ")
+            bar.append_text(meter(self.snapshot.get("usage")))
+            bar.truncate(width, overflow="ellipsis")
             count = len(self.snapshot["realms"])
-            bar.append(f" {count} compan{'y' if count == 1 else 'ies'}")
+            second = Text(f"{count} compan{'y' if count == 1 else 'ies'}")
             if reasons:
                 more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
-                room = max(10, (self.size.width or 80) - len(bar.plain) - len(more) - 5)
-                bar.append(f" · {one_line(reasons[0], room)}{more}")
+                room = max(10, width - len(second.plain) - len(more) - 3)
+                second.append(f" · {one_line(reasons[0], room)}{more}")
+            else:
+                second.append(" · all checks pass", style="green")
+            bar.append("\n")
+            bar.append_text(second)
         self.query_one("#topbar", Static).update(bar)
 
     def _render_realms(self, now: datetime) -> None:
@@ -411,11 +437,18 @@ class QBSyncApp(App[None]):
         else:
             token = realm["token"]
             rid = realm["realm_id"]
-            detail.append(f"realm {rid} · {realm['environment']} · refreshed "
-                          f"{ago(token['last_refreshed_at'], now)}")
+            # The environment is the table's Env column: this line has the realm, who works it
+            # (SPEC section 13) and the syncs the console queued.
+            detail.append(f"realm {rid} · refreshed {ago(token['last_refreshed_at'], now)}")
             pending = [f"#{i} {r.status}" for i, r in self.requests.items() if r.realm_id == rid]
             if pending:
                 detail.append(f" · sync {' '.join(pending)}", style="cyan")
+            width = max(20, (self.size.width or 80) - 2)
+            dead_lease = lease_expired(realm, now)
+            room = width - len(detail.plain) - 3
+            if realm.get("lease") and not dead_lease and room >= 20:
+                detail.append(" · ")
+                detail.append_text(lease_text(realm, now, width=room))
             detail.append("\n")
             if token["status"] == "needs_reauth":
                 detail.append(f" NEEDS REAUTH: run qbsync connect --realm-id {rid} ", style="bold white on red")
@@ -423,6 +456,8 @@ class QBSyncApp(App[None]):
                 detail.append(f"disconnected: reconnect with qbsync connect --realm-id {rid}", style="dim")
             elif token["last_error"]:
                 detail.append(f"token: {one_line(token['last_error'], 70)}", style="yellow")
+            elif dead_lease:
+                detail.append_text(lease_text(realm, now, width=width))
             else:
                 detail.append_text(books_line(realm.get("reconciliation"), now))
         self.query_one("#detail", Static).update(detail)
@@ -456,7 +491,7 @@ class QBSyncApp(App[None]):
 
     def _render_errors(self, now: datetime) -> None:
         table = self.query_one("#errors", DataTable)
-        errors = (self.snapshot or {}).get("recent_errors", [])
+        errors = events(self.snapshot)
         ids = [e["id"] for e in errors]
         if ids != self._error_ids:
             cursor = table.cursor_row
@@ -667,7 +702,7 @@ class QBSyncApp(App[None]):
         self._start_poll()
 
     def action_error_details(self) -> None:
-        errors = (self.snapshot or {}).get("recent_errors", [])
+        errors = events(self.snapshot)
         if not errors:
             self._cannot("no errors recorded")
             return

@@ -12,12 +12,13 @@ from typing import Any
 
 from rich.text import Text
 
-from db.readmodel import GroupSummary
+from db.readmodel import GroupSummary, percent_of, usage_level
 from services.core.durations import span
 
 __all__ = [
     "ago", "until", "countdown", "expiry", "token_status", "run_status", "one_line",
-    "GROUP_COLUMNS", "state_text", "group_cells", "ENTITY_COLUMNS", "entity_cells",
+    "GROUP_COLUMNS", "state_text", "group_cells", "ENTITY_COLUMNS", "entity_cells", "books_line",
+    "LEVEL_STYLES", "meter", "lease_expired", "lease_text", "events",
 ]
 
 DAY = 86400.0
@@ -147,3 +148,63 @@ def books_line(books: dict[str, Any] | None, now: datetime) -> Text:
     what = one_line(first["detail"] or f"{first['check']} {first['subject']}", 44)
     style = "bold red" if books["status"] == "error" else "yellow"
     return Text(f"books {books['status'].upper()}: {what}{more} · c to repair", style=style)
+
+
+# The look of a health level (0 ok, 1 warning, 2 critical), as the top bar shows it.
+LEVEL_STYLES = ("", "bold black on yellow", "bold white on red")
+
+
+def meter(usage: dict[str, Any] | None) -> Text:
+    """The month's metered calls: 'API 12,345 / 500,000 · proj 40,100 (8 %)', styled by
+    `db.readmodel.usage_level` (the thresholds `qbsync status` exits on); '· governor on' while
+    syncs are slowed down. Empty when the snapshot has no usage."""
+    if not usage:
+        return Text()
+    text = Text(f"API {usage['calls']:,} / {usage['limit']:,} · proj {usage['projected']:,} "
+                f"({percent_of(usage['projected'], usage['limit'])} %)", style=LEVEL_STYLES[usage_level(usage)])
+    if usage["governed"]:
+        text.append(" · ")
+        text.append("governor on", style="bold yellow")
+    return text
+
+
+def lease_expired(realm: dict[str, Any], now: datetime) -> bool:
+    """The realm's lease is past its expiry: its holder stopped renewing, nobody took it over yet."""
+    lease = realm.get("lease")
+    expires = _parse(lease["expires_at"]) if lease else None
+    return expires is not None and expires <= now
+
+
+def lease_text(realm: dict[str, Any], now: datetime, width: int = 40) -> Text:
+    """Which sync process works the realm, in at most `width` cells (the holder is what gets
+    cut): 'worked by vps1:4242/w1 (schedule)'; a lease past its expiry in yellow, 'lease of
+    vps1:4242/w1 (schedule) expired 40s ago: a sync process died?' (not taken over yet); empty
+    when nobody works it."""
+    lease = realm.get("lease")
+    if not lease:
+        return Text()
+    work = f" ({one_line(lease['work'], 12)})"
+    expires = _parse(lease["expires_at"])
+    if expires is not None and expires <= now:
+        tail = f"{work} expired {span((now - expires).total_seconds())} ago"
+        text = Text(f"lease of {one_line(lease['holder'], max(8, width - 9 - len(tail)))}{tail}", style="bold yellow")
+        more = ": a sync process died?"
+        if len(text.plain) + len(more) <= width:
+            text.append(more, style="yellow")
+        return text
+    return Text(f"worked by {one_line(lease['holder'], max(8, width - 10 - len(work)))}{work}", style="cyan")
+
+
+def events(snapshot: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The overview's events, newest first: the snapshot's recent errors and every realm's lease
+    takeovers (service "lease", id "lease-<n>"), in the errors' shape so `e` shows either."""
+    if not snapshot:
+        return []
+    merged = list(snapshot.get("recent_errors", []))
+    for realm in snapshot.get("realms", []):
+        for t in realm.get("takeovers", []):
+            merged.append({"id": f"lease-{t['id']}", "at": t["at"], "service": "lease", "realm_id": realm["realm_id"],
+                           "entity": None, "code": None,
+                           "message": f"taken over from {t['from_holder']} by {t['to_holder']}"
+                                      f" (the lease of {t['from_holder']} had expired at {t['expired_at']})"})
+    return sorted(merged, key=lambda e: datetime.fromisoformat(e["at"]), reverse=True)

@@ -79,9 +79,12 @@ class Settings:
     sync_interval_minutes: int = 60
     webhook_host: str = "127.0.0.1"
     webhook_port: int = 8080
+    sync_concurrency: int = 8
+    sync_lease_seconds: int = 120
     reconcile_interval_hours: int = 24
     monthly_call_limit: int = 500_000
     call_reserve_percent: float = 5.0
+    metrics_port: int | None = None
     log_level: str = "INFO"
     restart_delay_seconds: float = 10.0
     work_dir: Path = field(default_factory=Path.cwd)
@@ -139,6 +142,13 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     if not lo <= value <= hi:
         raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
     return value
+
+
+def _optional_port(env: Mapping[str, str], name: str) -> int | None:
+    """A TCP port (1-65535), or None when unset."""
+    if env.get(name, "").strip() == "":
+        return None
+    return _int(env, name, 0, 1, 65535)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
@@ -222,9 +232,12 @@ def load_settings(env: Mapping[str, str] | None = None, *, dotenv: bool = True) 
         sync_interval_minutes=_int(env, "SYNC_INTERVAL_MINUTES", 60, 1, 24 * 60),
         webhook_host=env.get("WEBHOOK_HOST", "").strip() or "127.0.0.1",
         webhook_port=_int(env, "WEBHOOK_PORT", 8080, 0, 65535),
+        sync_concurrency=_int(env, "SYNC_CONCURRENCY", 8, 1, 64),
+        sync_lease_seconds=_int(env, "SYNC_LEASE_SECONDS", 120, 5, 3600),
         reconcile_interval_hours=_int(env, "RECONCILE_INTERVAL_HOURS", 24, 1, 24 * 31),
         monthly_call_limit=_int(env, "QBO_MONTHLY_CALL_LIMIT", 500_000, 1, 10**10),
         call_reserve_percent=_float(env, "QBO_CALL_RESERVE_PERCENT", 5.0, 0.0, 50.0),
+        metrics_port=_optional_port(env, "METRICS_PORT"),
         log_level=log_level,
         restart_delay_seconds=_float(env, "RESTART_DELAY_SECONDS", 10.0, 0.0, 3600.0),
         work_dir=Path.cwd(),

@@ -4,7 +4,9 @@ Reads the same read model as the console (`db.readmodel.status_snapshot`) plus
 supervisord's process states, prints a short table (or exactly one JSON object with
 `--json`), and returns `db.readmodel.health`'s code: 0 healthy, 1 warning, 2 critical.
 The table lists every entity, one block per group (`db.readmodel.group_summaries`): the
-group's summary line, then its entities with their row counts, then a failed entity's error.
+group's summary line, then its entities with their row counts, then a failed entity's error;
+it also shows the month's metered API calls (SPEC section 12) and which sync process works
+each realm, with the leases taken over from dead ones (SPEC section 13).
 An unreachable database is critical (exit 2, one line on stderr). Never prints a token.
 """
 
@@ -16,14 +18,14 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from db.readmodel import entity_state, group_summaries, health, status_snapshot
+from db.readmodel import GOVERNOR_EFFECT, entity_state, group_summaries, health, percent_of, status_snapshot
 from services.core.config import Settings
 from services.core.durations import relative, span
 from services.core.errors import DatabaseUnavailable, describe
 from services.core.logs import redact
 from services.ops.supervisor_rpc import process_states
 
-__all__ = ["cmd_status", "collect_status", "render_text"]
+__all__ = ["cmd_status", "collect_status", "render_text", "usage_line", "lease_lines"]
 
 
 def collect_status(settings: Settings, now: datetime | None = None) -> tuple[dict[str, Any], int, list[str]]:
@@ -36,8 +38,11 @@ def collect_status(settings: Settings, now: datetime | None = None) -> tuple[dic
     url = resolve_database_url(settings, announce=False)
     try:
         with connect(url) as conn:
-            # "stale" as health() judges it: no success for 2 x SYNC_INTERVAL_MINUTES.
-            snapshot = status_snapshot(conn, now, stale_after=timedelta(minutes=2 * settings.sync_interval_minutes))
+            # "stale" as health() judges it: no success for 2 x SYNC_INTERVAL_MINUTES; the usage
+            # meter in the same connection (and transaction) as the rest of the snapshot.
+            snapshot = status_snapshot(conn, now, stale_after=timedelta(minutes=2 * settings.sync_interval_minutes),
+                                       call_limit=settings.monthly_call_limit,
+                                       call_reserve_percent=settings.call_reserve_percent)
     except psycopg.OperationalError as exc:
         raise DatabaseUnavailable(f"PostgreSQL query failed: {describe(exc, name=False)}") from None
     processes = process_states(settings.supervisor_socket)
@@ -49,6 +54,7 @@ def collect_status(settings: Settings, now: datetime | None = None) -> tuple[dic
            "processes": [{"name": p["name"], "state": p["state"], "uptime_s": p["uptime_s"]}
                          for p in processes],
            "recent_errors": snapshot["recent_errors"],
+           "usage": snapshot["usage"],
            "generated_at": snapshot["generated_at"],
            "health": {"code": code, "level": ("ok", "warning", "critical")[code], "reasons": reasons}}
     return out, code, reasons
@@ -85,13 +91,50 @@ def _wrap(words: list[str], width: int) -> list[str]:
     return lines
 
 
+def usage_line(usage: dict[str, Any]) -> str:
+    """'API calls 2026-11: 12,345 made, projected 40,100 of 500,000 (8 %)', and the governor when on."""
+    line = (f"API calls {usage['month']}: {usage['calls']:,} made, projected {usage['projected']:,} of "
+            f"{usage['limit']:,} ({percent_of(usage['projected'], usage['limit'])} %)")
+    if usage["governed"]:
+        line += f"  governor on: {GOVERNOR_EFFECT}"
+    return line
+
+
+def _at(value: str) -> str:
+    return f"{datetime.fromisoformat(value).astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def lease_lines(realm: dict[str, Any], now: datetime) -> list[str]:
+    """Who works the realm ('worked by vps1:4242/w1 (schedule), lease renewed 3s ago'), an expired
+    lease nobody took over yet, and the recent takeovers, newest first."""
+    lines = []
+    lease = realm.get("lease")
+    if lease:
+        holder = f"{_one_line(lease['holder'], 60)} ({_one_line(lease['work'], 20)})"
+        expires = datetime.fromisoformat(lease["expires_at"])
+        if expires <= now:
+            lines.append(f"! lease of {holder} expired {int((now - expires).total_seconds())} s ago, "
+                         "not taken over yet (a sync process died?)")
+        else:
+            lines.append(f"worked by {holder}, lease renewed {relative(lease['renewed_at'], now)}, "
+                         f"expires {relative(lease['expires_at'], now)}")
+    for takeover in realm.get("takeovers", []):
+        lines.append(f"lease taken over from {_one_line(takeover['from_holder'], 40)} by "
+                     f"{_one_line(takeover['to_holder'], 40)} at {_at(takeover['at'])} "
+                     f"({relative(takeover['at'], now)})")
+    return lines
+
+
 def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
-    """The short human table: one block per realm (its token, then every entity, group by
-    group), then processes, then the newest errors."""
+    """The short human table: the level and its reasons, the month's API calls, one block per
+    realm (its token, who works it, then every entity, group by group), then processes, then
+    the newest errors."""
     level = status["health"]["level"].upper()
     print(f"qbsync status: {level}", file=out)
     for reason in status["health"]["reasons"]:
         print(f"  ! {_one_line(reason, 150)}", file=out)
+    if status.get("usage"):
+        print(usage_line(status["usage"]), file=out)
     if not status["realms"]:
         print("no companies: run `qbsync connect`", file=out)
     for realm in status["realms"]:
@@ -108,6 +151,8 @@ def render_text(status: dict[str, Any], now: datetime, out: TextIO) -> None:
         print(line, file=out)
         if token["last_error"]:
             print(f"  token error: {_one_line(token['last_error'], 100)}", file=out)
+        for line in lease_lines(realm, now):
+            print(f"  {line}", file=out)
         books = realm.get("reconciliation")
         if books:
             line = f"  books {books['status']} (reconciled {relative(books['checked_at'], now)})"

@@ -247,7 +247,7 @@ def cmd_tokenup(args: argparse.Namespace, settings: Settings) -> int:
 
     def body(stop: Stop) -> None:
         # A short pool wait: an unreachable database is retried by the loop, and SIGTERM stays prompt.
-        db = open_database(settings, timeout=5.0)
+        db = open_database(settings, timeout=5.0, service="tokenup")
         try:
             worker = TokenWorker(db, settings)
             if args.once:

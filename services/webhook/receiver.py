@@ -366,7 +366,7 @@ def cmd_webhook(args: argparse.Namespace, settings: Settings) -> int:
 
     def body(stop: Stop) -> None:
         settings.require_verifier_token()
-        db = open_database(settings, max_size=SERVER_THREADS, timeout=DB_WAIT_S)
+        db = open_database(settings, max_size=SERVER_THREADS, timeout=DB_WAIT_S, service="webhook")
         try:
             app = make_app(db, settings)
             try:
