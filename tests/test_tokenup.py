@@ -44,10 +44,10 @@ def qbsync_waiters(database_url: str, *, state: str | None = None) -> int:
     with psycopg.connect(database_url, autocommit=True) as conn:
         if state:
             sql = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                   " AND application_name = 'qbsync' AND state = %s")
+                   " AND application_name LIKE 'qbsync%%' AND state = %s")
             return conn.execute(sql, (state,)).fetchone()[0]
         return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                            " AND application_name = 'qbsync' AND wait_event_type = 'Lock'").fetchone()[0]
+                            " AND application_name LIKE 'qbsync%%' AND wait_event_type = 'Lock'").fetchone()[0]
 
 
 def test_tokenup_once_refreshes_a_token_that_expires_in_five_minutes(db, settings, emulator, qbsync_env, tmp_path):
