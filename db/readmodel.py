@@ -29,7 +29,7 @@ __all__ = [
     "ENTITY_ORDER", "GROUPS", "RECENT_ERRORS", "status_snapshot", "health", "entity_state",
     "GroupSummary", "summarize", "group_summaries", "sync_request_states", "READ_MODEL_QUERIES",
     "USAGE_WARNING_PERCENT", "USAGE_CRITICAL_PERCENT", "usage_level", "percent_of", "TAKEOVERS_SHOWN",
-    "TAKEOVERS_WINDOW", "GOVERNOR_EFFECT",
+    "TAKEOVERS_WINDOW", "GOVERNOR_EFFECT", "lease_overdue_s",
 ]
 
 # SPEC section 4: every synced entity, by its QBO name, in the model's order (grouped, see GROUPS).
@@ -325,6 +325,15 @@ def _some(names: list[str], shown: int = 3) -> str:
     return f"{', '.join(names[:shown])} and {len(names) - shown} more"
 
 
+def lease_overdue_s(lease: dict[str, Any] | None, now: datetime) -> float | None:
+    """Seconds since a snapshot lease expired (its holder stopped renewing and nobody took it
+    over yet); None while it is live or when nobody works the realm."""
+    expires = _parse(lease["expires_at"]) if lease else None
+    if expires is None or expires > now:
+        return None
+    return (now - expires).total_seconds()
+
+
 def percent_of(n: int, of: int) -> str:
     """100 * n / of as it should read next to a threshold: whole percents rounded down ("82"),
     one decimal just past a threshold ("80.4", never a warning that reads "80 %")."""
@@ -391,11 +400,10 @@ def health(snapshot: dict[str, Any], processes: list[dict[str, Any]], now: datet
     for realm in snapshot.get("realms", []):
         rid = realm["realm_id"]
         label = realm.get('company_name') or f"realm {rid}"
-        lease = realm.get("lease")
-        expires = _parse(lease["expires_at"]) if lease else None
-        if lease and expires is not None and expires <= now:
-            warning.append(f"realm {rid}: lease of {lease['holder']} expired "
-                           f"{int((now - expires).total_seconds())} s ago (a sync process died?)")
+        overdue = lease_overdue_s(realm.get("lease"), now)
+        if overdue is not None:
+            warning.append(f"realm {rid}: lease of {realm['lease']['holder']} expired "
+                           f"{int(overdue)} s ago (a sync process died?)")
         token = realm["token"]
         status = token["status"]
         if status == "needs_reauth":

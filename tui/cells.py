@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.text import Text
 
-from db.readmodel import GroupSummary, percent_of, usage_level
+from db.readmodel import GroupSummary, lease_overdue_s, percent_of, usage_level
 from services.core.durations import span
 
 __all__ = [
@@ -170,9 +170,7 @@ def meter(usage: dict[str, Any] | None) -> Text:
 
 def lease_expired(realm: dict[str, Any], now: datetime) -> bool:
     """The realm's lease is past its expiry: its holder stopped renewing, nobody took it over yet."""
-    lease = realm.get("lease")
-    expires = _parse(lease["expires_at"]) if lease else None
-    return expires is not None and expires <= now
+    return lease_overdue_s(realm.get("lease"), now) is not None
 
 
 def lease_text(realm: dict[str, Any], now: datetime, width: int = 40) -> Text:
@@ -184,9 +182,9 @@ def lease_text(realm: dict[str, Any], now: datetime, width: int = 40) -> Text:
     if not lease:
         return Text()
     work = f" ({one_line(lease['work'], 12)})"
-    expires = _parse(lease["expires_at"])
-    if expires is not None and expires <= now:
-        tail = f"{work} expired {span((now - expires).total_seconds())} ago"
+    overdue = lease_overdue_s(lease, now)
+    if overdue is not None:
+        tail = f"{work} expired {span(overdue)} ago"
         text = Text(f"lease of {one_line(lease['holder'], max(8, width - 9 - len(tail)))}{tail}", style="bold yellow")
         more = ": a sync process died?"
         if len(text.plain) + len(more) <= width:

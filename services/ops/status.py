@@ -18,7 +18,15 @@ import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from db.readmodel import GOVERNOR_EFFECT, entity_state, group_summaries, health, percent_of, status_snapshot
+from db.readmodel import (
+    GOVERNOR_EFFECT,
+    entity_state,
+    group_summaries,
+    health,
+    lease_overdue_s,
+    percent_of,
+    status_snapshot,
+)
 from services.core.config import Settings
 from services.core.durations import relative, span
 from services.core.errors import DatabaseUnavailable, describe
@@ -111,9 +119,9 @@ def lease_lines(realm: dict[str, Any], now: datetime) -> list[str]:
     lease = realm.get("lease")
     if lease:
         holder = f"{_one_line(lease['holder'], 60)} ({_one_line(lease['work'], 20)})"
-        expires = datetime.fromisoformat(lease["expires_at"])
-        if expires <= now:
-            lines.append(f"! lease of {holder} expired {int((now - expires).total_seconds())} s ago, "
+        overdue = lease_overdue_s(lease, now)
+        if overdue is not None:
+            lines.append(f"! lease of {holder} expired {int(overdue)} s ago, "
                          "not taken over yet (a sync process died?)")
         else:
             lines.append(f"worked by {holder}, lease renewed {relative(lease['renewed_at'], now)}, "
