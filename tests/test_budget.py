@@ -267,3 +267,24 @@ def test_two_client_processes_share_one_realms_budget(db, settings, qbsync_env, 
     assert counts.get("throttled", 0) == 0
     assert _max_in_any_window([r[1] for r in rows], 1.5) <= 10
     assert _max_overlap([(r[1], r[2]) for r in rows]) <= 2
+
+
+def test_a_slot_whose_release_failed_is_released_by_the_next_request(db) -> None:
+    """The database went away while a request ran: its slot could not be marked finished. The
+    next request of the process releases it, instead of waiting out the slot's lease (minutes)."""
+    from services.core.errors import DatabaseUnavailable
+
+    class Away:
+        def transaction(self):
+            raise DatabaseUnavailable("cannot connect to PostgreSQL: test")
+
+    sleeps = RecordingSleep()
+    budget = RateBudget(db, "9130000000000777", per_minute=100, concurrency=1, lease_s=600, sleep=sleeps)
+    with budget.acquire() as first:
+        budget.db = Away()  # the outage begins while the request is in flight
+    budget.db = db
+    with budget.acquire():
+        pass
+    assert sleeps.calls == []  # the only concurrency slot was free at once
+    finished = {row[0]: row[2] for row in _rows(db, "9130000000000777")}
+    assert finished[first.id] is not None

@@ -21,6 +21,7 @@ Old rows are deleted now and then by whoever holds the lock.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,12 @@ log = logging.getLogger("qbsync.budget")
 CONCURRENCY_POLL_S = 0.1  # how often a process waiting only for a concurrency slot looks again
 CLEANUP_EVERY = 50        # acquisitions between deletions of old rows (per RateBudget)
 KEEP_WINDOWS = 5          # rows older than this many windows (and not in flight) are deleted
+
+# Slots whose release failed (the database went away while their request ran): released by the
+# next slot taken in this process, so an outage does not leave the realm's concurrency "full" of
+# finished requests until their leases end (minutes after the database is back).
+_unreleased: set[int] = set()
+_unreleased_lock = threading.Lock()
 
 _CHECK = """
 WITH now AS (SELECT clock_timestamp() AS t)
@@ -126,7 +133,12 @@ class RateBudget:
 
     def _try_take(self, waited: float) -> tuple[Slot | None, float]:
         """One locked check: (slot, 0) when granted, else (None, seconds to wait)."""
+        with _unreleased_lock:
+            leftover = sorted(_unreleased)
         with self.db.transaction() as conn:
+            if leftover:
+                conn.execute("UPDATE quickbooks.api_requests SET finished_at = clock_timestamp()"
+                             " WHERE id = ANY(%s) AND finished_at IS NULL", (leftover,))
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._lock_key,))
             now, blocking_start, in_flight, first_lease_end = one(conn, _CHECK, {
                 "realm": self.realm_id, "window": self.window_s, "offset": self.per_minute - 1,
@@ -147,6 +159,9 @@ class RateBudget:
             if self._acquired % CLEANUP_EVERY == 1:
                 conn.execute(_CLEANUP, {"realm": self.realm_id,
                                         "keep": max(KEEP_WINDOWS * self.window_s, self.lease_s)})
+        if leftover:
+            with _unreleased_lock:
+                _unreleased.difference_update(leftover)
         return Slot(id=row_id, started_at=started_at, waited_s=waited), 0.0
 
     def _release(self, slot: Slot) -> None:
@@ -155,5 +170,7 @@ class RateBudget:
                 conn.execute("UPDATE quickbooks.api_requests SET finished_at = clock_timestamp() "
                              "WHERE id = %s", (slot.id,))
         except DatabaseUnavailable as exc:
-            log.warning("could not release request slot %s for realm %s (%s); it frees itself "
-                        "when its lease ends", slot.id, self.realm_id, exc)
+            with _unreleased_lock:
+                _unreleased.add(slot.id)
+            log.warning("could not release request slot %s for realm %s (%s); the next request"
+                        " releases it", slot.id, self.realm_id, exc)
