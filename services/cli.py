@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
+from typing import Any
 
 from services.core.errors import ConfigError, DatabaseUnavailable, QBSyncError
 
@@ -23,8 +24,8 @@ COMMANDS: dict[str, str] = {
     "token add": "services.tokens.worker:cmd_token_add",
     "token refresh": "services.tokens.worker:cmd_token_refresh",
     "token revoke": "services.tokens.worker:cmd_token_revoke",
-    "tokenup": "services.tokens.worker:cmd_tokenup",
-    "sync": "services.sync.worker:cmd_sync",
+    "tokenup": "services.cli:cmd_tokenup",
+    "sync": "services.cli:cmd_sync",
     "webhook": "services.webhook.receiver:cmd_webhook",
     "status": "services.ops.status:cmd_status",
     "tui": "tui.app:cmd_tui",
@@ -111,6 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.add_argument("--month", type=_month, help="YYYY-MM (default: this month, UTC)")
     return parser
+
+
+def cmd_sync(args: argparse.Namespace, settings: Any) -> int:
+    """`qbsync sync`, wired here: the worker reconciles each realm every RECONCILE_INTERVAL_HOURS
+    after its scheduled sync (reconciliation sits above the sync engine, so only a root joins them)."""
+    from services.reconcile.checks import reconcile_if_due
+    from services.sync.worker import cmd_sync as sync_command
+
+    return sync_command(args, settings, after_realm=reconcile_if_due)
+
+
+def cmd_tokenup(args: argparse.Namespace, settings: Any) -> int:
+    """`qbsync tokenup`, wired here: it also serves the Prometheus metrics (METRICS_PORT), which
+    read every layer; one tokenup runs per install, so one process serves them (SPEC section 12)."""
+    from services.ops.metrics import start_metrics
+    from services.tokens.worker import cmd_tokenup as tokenup_command
+
+    return tokenup_command(args, settings, serve_metrics=start_metrics)
 
 
 def _month(text: str) -> date:

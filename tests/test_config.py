@@ -14,7 +14,7 @@ def test_defaults_follow_the_spec() -> None:
     s = load_settings({}, dotenv=False)
     assert s.api_base_url == API_BASE_URLS["production"]
     assert (s.minor_version, s.max_requests_per_minute, s.max_concurrency) == (75, 450, 4)
-    assert (s.token_refresh_margin_minutes, s.token_check_interval_seconds, s.sync_interval_minutes) == (10, 60, 60)
+    assert (s.token_refresh_margin_minutes, s.token_check_interval_seconds, s.sync_interval_minutes) == (10, 300, 60)
     assert (s.sync_concurrency, s.sync_lease_seconds, s.metrics_port) == (8, 120, None)
     assert (s.webhook_host, s.webhook_port, s.restart_delay_seconds) == ("127.0.0.1", 8080, 10.0)
     assert s.database_url is None

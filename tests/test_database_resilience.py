@@ -683,8 +683,14 @@ def test_workers_survive_the_database_going_away_and_resume(qbsync_env: dict[str
 
         assert _wait(lambda: realm_synced(db, realm), 60), "the sync worker did not run its first sync"
 
+        with db.transaction() as conn:  # where the quiet sync worker listens for wake-ups
+            (wake_at,) = conn.execute("SELECT wake_host, wake_port FROM quickbooks.sync_workers").fetchall()
         logged = {name: err.stat().st_size for name, (_, err) in logs.items()}
         server.stop()
+        # tokenup looks every TOKEN_CHECK_INTERVAL_SECONDS (1 s here); the idle sync worker sleeps
+        # until woken, as by a webhook the receiver stored: it then finds the database gone
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"", (wake_at[0], wake_at[1]))
 
         def both_failed_once() -> bool:  # both workers try (and fail) at least once meanwhile
             return all("database unavailable" in err.read_bytes()[logged[name]:].decode(errors="replace")

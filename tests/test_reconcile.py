@@ -18,7 +18,7 @@ from support.realms import SYNCED, connect_realm, data_calls, ok
 
 from db.books import POSTING_TYPES, trial_balance
 from db.readmodel import health, status_snapshot
-from services.reconcile.checks import reconcile_due, reconcile_realm
+from services.reconcile.checks import reconcile_if_due, reconcile_realm
 from services.reconcile.reports import combine, fetch, flatten
 from services.sync.engine import sync_realm
 from services.tokens.vault import client_for
@@ -70,14 +70,15 @@ def test_a_clean_copy_reconciles_with_one_count_per_entity_and_three_reports(db,
 
 
 def test_the_worker_reconciles_each_realm_once_per_interval(db, settings, emulator, synced) -> None:
-    (first,) = reconcile_due(db, settings)
-    assert first.realm_id == synced and first.status == "ok"
+    first = reconcile_if_due(db, settings, synced)
+    assert first is not None and first.realm_id == synced and first.status == "ok"
     emulator.admin.reset_counts()
-    assert reconcile_due(db, settings) == []  # within RECONCILE_INTERVAL_HOURS: nothing, not a call
+    assert reconcile_if_due(db, settings, synced) is None  # within RECONCILE_INTERVAL_HOURS: nothing, not a call
     assert sum(emulator.admin.request_counts(synced).values()) == 0
     with db.transaction() as conn:
         conn.execute("UPDATE quickbooks.reconciliations SET checked_at = checked_at - interval '25 hours'")
-    assert [r.realm_id for r in reconcile_due(db, settings)] == [synced]
+    again = reconcile_if_due(db, settings, synced)
+    assert again is not None and again.realm_id == synced
 
 
 def test_a_vanished_invoice_is_a_count_drift_that_repair_fixes(db, settings, emulator, synced) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -363,7 +364,8 @@ async def test_countdown_ticks_between_polls(db, database_url, tmp_path) -> None
 
 @sync_test
 async def test_s_request_is_consumed_by_the_sync_worker(db, settings, emulator, tmp_path) -> None:
-    from services.sync.worker import run_requests
+    from services.core.worker import Stop
+    from services.sync.worker import SyncWorker
     from services.tokens.vault import add_tokens
 
     realm = emulator.admin.create_realm(company_name="Queued Sync Ltd", customers=7, items=3, invoices=4,
@@ -382,9 +384,15 @@ async def test_s_request_is_consumed_by_the_sync_worker(db, settings, emulator, 
         assert detail_cell(app, "Customer", "success") == "never"
         await pilot.press("s")  # acts on the company of the detail
         await pilot_wait_for(pilot, lambda: noted(app, "queued"), "queued notification")
-        ran = await asyncio.to_thread(run_requests, db, settings)  # the sync worker's request loop
-        assert ran == 1
-        await pilot_wait_for(pilot, lambda: noted(app, "of Queued Sync Ltd finished"), "finish notification", 30)
+        stop = Stop()  # the sync worker, woken by the request
+        worker = threading.Thread(target=SyncWorker(db, settings, stop).run, daemon=True)
+        worker.start()
+        try:
+            await pilot_wait_for(pilot, lambda: noted(app, "of Queued Sync Ltd finished"), "finish notification", 30)
+        finally:
+            stop.set()
+            await asyncio.to_thread(worker.join, 30)
+        assert not worker.is_alive()
         await pilot_wait_for(pilot, lambda: detail_cell(app, "Customer", "rows") == "7", "synced rows shown")
         assert detail_cell(app, "Invoice", "rows") == "4"
         assert detail_cell(app, "Customer", "status") == "success"

@@ -36,7 +36,7 @@ from services.reconcile.reports import ReportRow, combine, fetch, flatten
 from services.sync.engine import sync_realm
 from services.tokens.vault import client_for
 
-__all__ = ["Reconciliation", "reconcile_realm", "reconcile_due", "cmd_reconcile", "EXIT_CODES"]
+__all__ = ["Reconciliation", "reconcile_realm", "reconcile_if_due", "cmd_reconcile", "EXIT_CODES"]
 
 log = logging.getLogger("qbsync.reconcile")
 
@@ -219,24 +219,22 @@ def reconcile_realm(db: Database, settings: Settings, realm_id: str, *, repair: 
     return outcome
 
 
-def reconcile_due(db: Database, settings: Settings, stop: Any = None) -> list[Reconciliation]:
-    """Reconcile every active, synced realm whose last reconciliation is older than
-    RECONCILE_INTERVAL_HOURS, without a sync of its own first (meant to run right after a scheduled
-    sync pass; not yet called by the sync worker: an outage during it delayed the worker's recovery)."""
+def reconcile_if_due(db: Database, settings: Settings, realm_id: str, stop: Any = None) -> Reconciliation | None:
+    """Reconcile the realm if it is active and synced and its last reconciliation is older than
+    RECONCILE_INTERVAL_HOURS, without a sync of its own first: the sync worker calls this right
+    after the realm's scheduled sync, under the realm's lease. None when not due."""
+    if stop is not None and stop.requested:
+        return None
     with db.transaction() as conn:
-        due = [r[0] for r in conn.execute(
-            "SELECT t.realm_id FROM quickbooks.tokens t"
-            " WHERE t.status = 'active' AND EXISTS (SELECT 1 FROM quickbooks.sync_state s"
+        due = conn.execute(
+            "SELECT 1 FROM quickbooks.tokens t"
+            " WHERE t.realm_id = %s AND t.status = 'active' AND EXISTS (SELECT 1 FROM quickbooks.sync_state s"
             "   WHERE s.realm_id = t.realm_id AND s.cursor IS NOT NULL)"
             " AND COALESCE((SELECT max(r.checked_at) FROM quickbooks.reconciliations r WHERE r.realm_id = t.realm_id),"
-            "   '-infinity') < now() - %s ORDER BY t.realm_id",
-            (timedelta(hours=settings.reconcile_interval_hours),))]
-    done = []
-    for realm_id in due:
-        if stop is not None and stop.requested:
-            break
-        done.append(reconcile_realm(db, settings, realm_id, sync_first=False))
-    return done
+            "   '-infinity') < now() - %s", (realm_id, timedelta(hours=settings.reconcile_interval_hours))).fetchone()
+    if due is None:
+        return None
+    return reconcile_realm(db, settings, realm_id, sync_first=False)
 
 
 def _render(outcome: Reconciliation) -> str:

@@ -83,28 +83,32 @@ class _Event:
     attempts: int
 
 
-def _claim(db: Database, limit: int) -> list[_Event]:
+def _claim(db: Database, limit: int, realms: list[str] | None) -> list[_Event]:
     with db.transaction() as conn:
         rows = conn.execute(
             "UPDATE quickbooks.webhook_inbox SET attempts = attempts + 1, next_attempt_at = now() + %s"
             " WHERE id IN (SELECT id FROM quickbooks.webhook_inbox WHERE status = 'pending'"
-            " AND next_attempt_at <= now() ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+            " AND next_attempt_at <= now() AND (%s::text[] IS NULL OR realm_id = ANY(%s::text[]))"
+            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
             " RETURNING id, realm_id, entity, entity_id, operation, occurred_at, deleted_id, attempts",
-            (LEASE, limit)).fetchall()
+            (LEASE, realms, realms, limit)).fetchall()
     return sorted((_Event(*row) for row in rows), key=lambda e: e.id)
 
 
 def process_inbox(db: Database, settings: Settings, *, client_factory: Callable[[str], Any] | None = None,
-                  limit: int = CLAIM_LIMIT) -> InboxStats:
-    """Apply every due pending event (see module docstring); DatabaseUnavailable propagates."""
+                  limit: int = CLAIM_LIMIT, realms: list[str] | None = None, cdc_only: bool = False) -> InboxStats:
+    """Apply every due pending event (of `realms` only, when given: the realms this process holds
+    the lease of); see the module docstring. `cdc_only` (the usage governor, SPEC section 12): the
+    CDC entities' events are applied through one CDC call per realm even for a single id.
+    DatabaseUnavailable propagates."""
     stats = InboxStats()
-    events = _claim(db, limit)
+    events = _claim(db, limit, realms)
     stats.claimed = len(events)
     by_realm: dict[str, list[_Event]] = defaultdict(list)
     for event in events:
         by_realm[event.realm_id].append(event)
     for realm_id, realm_events in by_realm.items():
-        _process_realm(db, settings, realm_id, realm_events, stats, client_factory)
+        _process_realm(db, settings, realm_id, realm_events, stats, client_factory, cdc_only)
     if stats.claimed:
         log.info("inbox: %d events, %d processed, %d retried later, %d failed, %d api calls",
                  stats.claimed, stats.processed, stats.retried, stats.failed, stats.api_calls)
@@ -118,7 +122,7 @@ def _client(db: Database, settings: Settings, realm_id: str, factory: Callable[[
 
 
 def _process_realm(db: Database, settings: Settings, realm_id: str, events: list[_Event], stats: InboxStats,
-                   factory: Callable[[str], Any] | None) -> None:
+                   factory: Callable[[str], Any] | None, cdc_only: bool = False) -> None:
     known = [e for e in events if e.entity in ENTITIES]
     unknown = [e for e in events if e.entity not in ENTITIES]
     if unknown:
@@ -131,7 +135,7 @@ def _process_realm(db: Database, settings: Settings, realm_id: str, events: list
 
         access_token_for(db, settings, realm_id)
         client = _client(db, settings, realm_id, factory)
-        fetched, gone = _fetch(client, known)
+        fetched, gone = _fetch(client, known, cdc_only=cdc_only)
         with db.transaction() as conn:
             stats_by_entity = _apply(conn, settings, realm_id, known, fetched, gone)
             _record_runs(conn, realm_id, stats_by_entity, getattr(client, "api_calls", 0))
@@ -186,8 +190,10 @@ def _wanted(events: list[_Event]) -> set[tuple[str, str]]:
     return wanted
 
 
-def _fetch(client: Any, events: list[_Event]) -> tuple[dict[tuple[str, str], dict], set[tuple[str, str]]]:
-    """(objects by (entity, id), ids QBO says are gone); CDC when it saves calls."""
+def _fetch(client: Any, events: list[_Event], *,
+           cdc_only: bool = False) -> tuple[dict[tuple[str, str], dict], set[tuple[str, str]]]:
+    """(objects by (entity, id), ids QBO says are gone); CDC when it saves calls, or always
+    (`cdc_only`) when the metered-call budget is nearly spent."""
     wanted = _wanted(events)
     fetched: dict[tuple[str, str], dict] = {}
     gone: set[tuple[str, str]] = set()
@@ -197,7 +203,7 @@ def _fetch(client: Any, events: list[_Event]) -> tuple[dict[tuple[str, str], dic
     # LinkedTxn) without events of their own: one CDC call over every entity covers both
     linking = any(ENTITIES[entity].linked_txns for entity, _ in by_cdc)
     times = [e.occurred_at for e in events if e.occurred_at is not None]
-    if by_cdc and len(times) == len(events) and (len(by_cdc) > 1 or linking):
+    if by_cdc and len(times) == len(events) and (len(by_cdc) > 1 or linking or cdc_only):
         since = min(times) - timedelta(seconds=1)
         if datetime.now(timezone.utc) - since < CDC_REACH:
             result = client.cdc(CDC_ENTITIES, since)

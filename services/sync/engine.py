@@ -661,10 +661,14 @@ def sync_realm(db: Database, settings: Settings, realm_id: str, *, entities: lis
 
 def enqueue_sync_request(conn: psycopg.Connection, realm_id: str | None = None, entity: str | None = None,
                          full: bool = False, requested_by: str = "tui") -> int:
-    """Queue a sync (all realms when realm_id is None, all entities when entity is None); its id."""
+    """Queue a sync (all realms when realm_id is None, all entities when entity is None) in the
+    caller's transaction and wake the sync workers to run it; its id."""
+    from services.sync.wake import wake_workers
+
     if entity is not None:
         entity = get_spec(entity).name
     row = one(
         conn, "INSERT INTO quickbooks.sync_requests (realm_id, entity, full_sync, requested_by)"
         " VALUES (%s, %s, %s, %s) RETURNING id", (realm_id, entity, full, requested_by))
+    wake_workers(conn)
     return int(row[0])

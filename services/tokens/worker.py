@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from db.connection import Database
 from services.core.config import Settings
@@ -197,9 +197,25 @@ class TokenWorker:
         self.warn_hard_expiry()
         return outcome
 
-    def next_wait(self) -> float:
-        """Seconds until the next pass: the check interval, or sooner when a realm's backoff ends."""
+    def next_due_in(self) -> float | None:
+        """Seconds until the next active realm falls due (inside the margin, or 24 h unused); None
+        without any. Read with the pass, so a quiet tokenup sleeps until then instead of looking."""
+        with self.db.transaction() as conn:
+            row = conn.execute(
+                """SELECT extract(epoch FROM min(LEAST(
+                              expires_at - make_interval(mins => %s),
+                              last_refreshed_at + interval '24 hours')) - clock_timestamp())
+                   FROM quickbooks.tokens
+                   WHERE is_active AND status = 'active' AND refresh_token <> ''""",
+                (self.settings.token_refresh_margin_minutes,)).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def next_wait(self, due_in: float | None = None) -> float:
+        """Seconds until the next pass: the check interval (TOKEN_CHECK_INTERVAL_SECONDS), or sooner
+        when a realm falls due (`due_in`) or a realm's backoff ends."""
         wait = float(self.settings.token_check_interval_seconds)
+        if due_in is not None:
+            wait = min(wait, max(0.05, due_in))
         now = self.clock()
         for when in self.next_attempt.values():
             wait = min(wait, max(0.05, when - now))
@@ -207,14 +223,14 @@ class TokenWorker:
 
     def run(self, stop: Stop) -> None:
         """Passes until SIGTERM. A database outage is logged and waited out, never fatal."""
-        log.info("tokenup started: checking every %d s, refreshing %d min before expiry",
+        log.info("tokenup started: looking at least every %d s, refreshing %d min before expiry",
                  self.settings.token_check_interval_seconds, self.settings.token_refresh_margin_minutes)
         db_failures = 0
         while not stop.requested:
             try:
                 self.run_pass(stop)
                 db_failures = 0
-                wait = self.next_wait()
+                wait = self.next_wait(self.next_due_in())
             except DatabaseUnavailable as exc:
                 wait = backoff_delay(db_failures, max(1.0, self.settings.retry_base_seconds))
                 db_failures += 1
@@ -237,8 +253,30 @@ def _check_realm(realm_id: str | None) -> str | None:
     return None
 
 
-def cmd_tokenup(args: argparse.Namespace, settings: Settings) -> int:
-    """`qbsync tokenup [--once]`: the worker (PM2 semantics via run_worker); --once exits 1 if a realm failed."""
+# A side service tokenup runs while it works (the composition root passes the metrics endpoint):
+# started with the pool, it returns something with close(), or None when it is off.
+SideService = Callable[[Database, Settings], Any]
+
+
+def _start_side(serve: SideService | None, db: Database, settings: Settings) -> Any:
+    """Start `serve` (the Prometheus endpoint, METRICS_PORT): tokenup runs once per install. A port
+    in use is an error recorded and logged on one line; tokens matter more, so tokenup goes on."""
+    if serve is None:
+        return None
+    try:
+        return serve(db, settings)
+    except OSError as exc:
+        from db.errorlog import record_error_safely
+
+        message = f"metrics: cannot listen on 127.0.0.1:{settings.metrics_port} (METRICS_PORT): {exc.strerror or exc}"
+        log.error("%s; serving no metrics", message)
+        record_error_safely(db, "tokenup", message)
+        return None
+
+
+def cmd_tokenup(args: argparse.Namespace, settings: Settings, *, serve_metrics: SideService | None = None) -> int:
+    """`qbsync tokenup [--once]`: the worker (PM2 semantics via run_worker); --once exits 1 if a realm
+    failed. The worker also serves what the composition root gives it (`serve_metrics`)."""
     from db.connection import open_database
     from services.core.logs import setup_logging
 
@@ -250,6 +288,7 @@ def cmd_tokenup(args: argparse.Namespace, settings: Settings) -> int:
         db = open_database(settings, timeout=5.0, service="tokenup")
         try:
             worker = TokenWorker(db, settings)
+            metrics = None if args.once else _start_side(serve_metrics, db, settings)
             if args.once:
                 try:
                     outcome = worker.run_pass(stop, attempts=MAX_ATTEMPTS)
@@ -260,7 +299,11 @@ def cmd_tokenup(args: argparse.Namespace, settings: Settings) -> int:
                 failed.update(outcome.failed)
                 log.info("tokenup pass done: %d refreshed, %d failed", len(outcome.refreshed), len(outcome.failed))
             else:
-                worker.run(stop)
+                try:
+                    worker.run(stop)
+                finally:
+                    if metrics is not None:
+                        metrics.close()
         finally:
             db.close()
 

@@ -27,6 +27,7 @@ import psycopg
 from db.errorlog import record_error
 from services.core.qbotime import parse_qbo_time
 from services.model.entities import ENTITY_NAMES
+from services.sync.wake import wake_workers
 
 __all__ = [
     "InboxEvent", "MalformedPayload", "parse_events", "store_events",
@@ -282,13 +283,16 @@ def store_events(conn: psycopg.Connection, events: Sequence[InboxEvent]) -> int:
     Deduplicated on `dedupe_key` (a redelivery, or the same event twice in one body, is
     stored once). Entities qbsync does not sync are stored with status 'ignored'. Events for
     realms without a row in quickbooks.tokens are stored pending and reported once per realm
-    in the errors table (service 'webhook'). Nothing is committed here.
+    in the errors table (service 'webhook'). Nothing is committed here. When something new was
+    stored, the sync workers are woken (services/sync/wake.py) to apply it within seconds.
     """
     if not events:
         return 0
     with conn.cursor() as cur:
         cur.executemany(_INSERT, [_row(event) for event in events])
         stored = max(cur.rowcount, 0)
+    if stored:
+        wake_workers(conn)
     for realm in _unknown_realms(conn, (event.realm_id for event in events)):
         count = sum(1 for event in events if event.realm_id == realm)
         record_error(conn, "webhook",
