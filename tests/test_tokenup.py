@@ -335,3 +335,54 @@ def test_commands_that_may_refresh_tokens_check_the_app_keys_at_start(qbsync_env
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.strip().count("\n") == 0 and "QBO_CLIENT_ID" in run.stderr
     assert "Traceback" not in run.stderr and "no realm" not in run.stdout
+
+
+@pytest.mark.slow
+def test_tokenup_sleeps_until_a_token_falls_due_and_serves_the_metrics(db, settings, emulator, qbsync_env,
+                                                                        tmp_path):
+    """Quiet tokenup: with TOKEN_CHECK_INTERVAL_SECONDS=300 it still refreshes a token the moment it
+    enters the margin (here 4 s after start), because it sleeps until then, not for the interval.
+    It also serves /metrics (METRICS_PORT): one tokenup per install."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+    from support import free_port
+
+    margin_s = settings.token_refresh_margin_minutes * 60
+    realm, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=margin_s + 4)
+    port = free_port()
+    env = {**qbsync_env, "TOKEN_CHECK_INTERVAL_SECONDS": "300", "METRICS_PORT": str(port)}
+    proc = subprocess.Popen([*QBSYNC, "tokenup"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        started = time.monotonic()
+        wait_for(lambda: refresh_calls(emulator, realm) == 1, 60, "the refresh at the token's due time")
+        assert time.monotonic() - started < 60  # not the 300 s check interval
+        text = wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, 30, "/metrics",
+                        ignore=(requests.RequestException,))
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        left = [s for s in families["qbsync_token_access_seconds_left"].samples if s.labels["realm_id"] == realm]
+        assert left and left[0].value > margin_s  # read after the refresh: a fresh hour
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        stop_process(proc)
+
+
+def test_a_metrics_port_in_use_is_one_error_line_and_tokenup_keeps_refreshing(db, settings, emulator, qbsync_env,
+                                                                              tmp_path):
+    realm, _ = create_realm_with_tokens(db, settings, emulator, access_expires_in=60)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**qbsync_env, "METRICS_PORT": str(taken.getsockname()[1])}
+        proc = subprocess.Popen([*QBSYNC, "tokenup"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            wait_for(lambda: refresh_calls(emulator, realm) == 1, 60, "the refresh despite the metrics port")
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            stop_process(proc)
+    assert proc.returncode == 0
+    errors = [line for line in out.splitlines() if "METRICS_PORT" in line]
+    assert len(errors) == 1 and "cannot listen" in errors[0] and "Traceback" not in out
