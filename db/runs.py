@@ -5,6 +5,8 @@ A run is a `sync_runs` row: opened 'running' by `start_run`, closed by `finish_r
 updates the entity's `sync_state`: last run, status, error, row count, next run), or written
 whole by `record_run` (an inbox application, which is one transaction). The cursor moves only
 through `advance_cursor`, inside the transaction that commits the data it covers, and never back.
+A first load remembers how far it is committed (`record_listing_progress`, in each page's
+transaction: `listing_time`, `listing_resume_position`) until `advance_cursor` clears it.
 `sync_state.row_count` is the count of live rows, recounted only when a run changed rows, so an
 hourly run with nothing to do costs no scan of the entity table.
 """
@@ -20,7 +22,8 @@ import psycopg
 from db.connection import scalar
 from services.model.entities import EntitySpec
 
-__all__ = ["RunRecord", "start_run", "finish_run", "record_run", "advance_cursor", "entity_states", "recount_rows"]
+__all__ = ["RunRecord", "start_run", "finish_run", "record_run", "advance_cursor", "record_listing_progress",
+           "entity_states", "recount_rows"]
 
 
 @dataclass
@@ -95,19 +98,45 @@ def recount_rows(conn: psycopg.Connection, spec: EntitySpec, realm_id: str) -> N
 
 def advance_cursor(conn: psycopg.Connection, realm_id: str, entity: str, cursor: datetime, *, full: bool) -> None:
     """Move the cursor forward (never back) in the caller's data transaction; `full` marks a
-    complete listing (last_full_sync_at: a full load, `--full`, or the sweep of an entity outside CDC)."""
+    complete listing (last_full_sync_at: a full load, `--full`, or the sweep of an entity outside CDC).
+    A cursor ends any unfinished first load: its remembered listing is cleared."""
     conn.execute(
         "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, cursor, last_full_sync_at)"
         " VALUES (%s, %s, %s, CASE WHEN %s THEN now() END)"
         " ON CONFLICT (realm_id, entity) DO UPDATE SET"
         " cursor = GREATEST(s.cursor, EXCLUDED.cursor),"
-        " last_full_sync_at = COALESCE(EXCLUDED.last_full_sync_at, s.last_full_sync_at), updated_at = now()",
+        " last_full_sync_at = COALESCE(EXCLUDED.last_full_sync_at, s.last_full_sync_at),"
+        " listing_time = NULL, listing_resume_position = NULL, updated_at = now()",
         (realm_id, entity, cursor, full))
 
 
+def record_listing_progress(conn: psycopg.Connection, realm_id: str, entity: str, listing_time: datetime,
+                            resume_at: int) -> None:
+    """In a page's transaction of a first load: every row below STARTPOSITION `resume_at` of the
+    listing whose first page QBO served at `listing_time` is committed (with this transaction).
+
+    Only while the entity has no cursor (a listing that finishes after another one set the cursor
+    records nothing). Progress never goes back within one listing; a listing with another
+    `listing_time` replaces what an earlier one left. A row created here is due at once, as an
+    entity never run is, so a process dying mid-load leaves its realm due for whoever takes it.
+    """
+    conn.execute(
+        "INSERT INTO quickbooks.sync_state AS s (realm_id, entity, listing_time, listing_resume_position,"
+        " next_run_at) VALUES (%s, %s, %s, %s, now())"
+        " ON CONFLICT (realm_id, entity) DO UPDATE SET"
+        " listing_resume_position = CASE WHEN s.listing_time = EXCLUDED.listing_time"
+        "   THEN GREATEST(s.listing_resume_position, EXCLUDED.listing_resume_position)"
+        "   ELSE EXCLUDED.listing_resume_position END,"
+        " listing_time = EXCLUDED.listing_time, updated_at = now()"
+        " WHERE s.cursor IS NULL",
+        (realm_id, entity, listing_time, resume_at))
+
+
 def entity_states(conn: psycopg.Connection, realm_id: str) -> dict[str, dict[str, Any]]:
-    """Per entity of the realm: cursor, last_success_at, last_full_sync_at."""
+    """Per entity of the realm: cursor, last_success_at, last_full_sync_at, and an unfinished
+    first load's listing_time and listing_resume_position (None when there is none)."""
     rows = conn.execute(
-        "SELECT entity, cursor, last_success_at, last_full_sync_at FROM quickbooks.sync_state"
-        " WHERE realm_id = %s", (realm_id,)).fetchall()
-    return {e: {"cursor": c, "last_success_at": s, "last_full_sync_at": f} for e, c, s, f in rows}
+        "SELECT entity, cursor, last_success_at, last_full_sync_at, listing_time, listing_resume_position"
+        " FROM quickbooks.sync_state WHERE realm_id = %s", (realm_id,)).fetchall()
+    return {e: {"cursor": c, "last_success_at": s, "last_full_sync_at": f, "listing_time": lt,
+                "listing_resume_position": ra} for e, c, s, f, lt, ra in rows}
