@@ -423,6 +423,18 @@ class RealmSync:
                     conn.execute(f"ANALYZE quickbooks.{table}")
         return first_time
 
+    def _listed_ids(self, spec: EntitySpec) -> tuple[list[str], datetime]:
+        """Every id of the entity (`SELECT Id` pages, ids only) as one newline-joined string per
+        page (no Python object per id outlives its page: see `_IdSet`), and the listing's time."""
+        present: list[str] = []
+        as_of: datetime | None = None
+        for page in self.listing(spec, select="Id"):
+            self._check_stop()
+            as_of = as_of or page.time
+            present.append("\n".join(str(o.get("Id")) for o in page.objects()))
+        assert as_of is not None
+        return present, as_of
+
     def _fetchers(self) -> ThreadPoolExecutor:
         if self._fetch_pool is None:  # a RealmSync used outside run(): pools on first use
             self._open_pools()
@@ -435,8 +447,10 @@ class RealmSync:
         assert self._write_pool is not None
         return self._write_pool
 
-    def listing(self, spec: EntitySpec, condition: str | None = None, *, select: str = "*") -> Iterator[RawPage]:
-        """Every page of `SELECT select FROM entity [WHERE ...] ORDERBY Id`, as served (RawPage).
+    def listing(self, spec: EntitySpec, condition: str | None = None, *, select: str = "*",
+                start: int = 1) -> Iterator[RawPage]:
+        """Every page of `SELECT select FROM entity [WHERE ...] ORDERBY Id` from STARTPOSITION
+        `start`, as served (RawPage).
 
         The first page comes first (its time is the listing's cursor). When it is full, a COUNT
         sizes the listing and the rest is fetched concurrently through the run's fetch pool (QBO_MAX_CONCURRENCY requests
@@ -455,7 +469,7 @@ class RealmSync:
 
         pending: set[Future] = set()
         try:
-            f_first = pool.submit(fetch, 1)
+            f_first = pool.submit(fetch, start)
             pending = {f_first}
             first = f_first.result()
             full_page = first.count >= PAGE_SIZE
@@ -469,8 +483,8 @@ class RealmSync:
                 return
             total = f_count.result()
             pending = set()
-            next_start = 1 + STRIDE
-            planned_end = max(total, PAGE_SIZE)
+            next_start = start + STRIDE
+            planned_end = max(total, start - 1 + PAGE_SIZE)
             limit = self.concurrency + 2  # in flight (pool size) + fetched, waiting to be written
             # An unconditioned listing in Id order only shifts rows back (deletes; new rows get
             # higher ids and are newer than the cursor anyway): a page whose rows all lie within
@@ -595,13 +609,7 @@ class RealmSync:
             return
         log.info("sync realm=%s entity=%s: %d rows before %s in QuickBooks, %d here; reconciling ids",
                  self.realm_id, spec.name, remote, bound.isoformat(), local)
-        present: list[str] = []
-        as_of: datetime | None = None
-        for page in self.listing(spec, select="Id"):
-            self._check_stop()
-            as_of = as_of or page.time
-            present.append("\n".join(str(o.get("Id")) for o in page.objects()))
-        assert as_of is not None
+        present, as_of = self._listed_ids(spec)
         with self.db.transaction() as conn:
             self._lock(conn, spec.name)
             ids = (i for chunk in present for i in chunk.split("\n") if i)
