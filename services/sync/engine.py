@@ -9,7 +9,15 @@ For each due (realm, entity) (SPEC section 6):
   `upsert_page`), so Python never parses the objects. The cursor is QBO's
   server time of the FIRST page (taken before the rest is read, so nothing changed during the
   load is missed) and is stored only after the last page is committed. `--full` also
-  reconciles: live local rows missing from the listing get `deleted_at`.
+  reconciles: live local rows missing from the listing get `deleted_at`. A first load (no
+  cursor yet) is resumable: each page's transaction also records in sync_state the listing's
+  time and the STARTPOSITION below which every row is committed (the contiguous prefix of
+  pages, which complete out of order), so the next run after a kill lists only from 10 rows
+  (RESUME_OVERLAP) before there, keeps the remembered time as its cursor-to-be (CDC from it
+  brings what changed since), and ends exact: QBO's COUNT of the rows older than the resumed
+  listing against the local ones and, only if they differ, an id listing that fetches rows the
+  deletes in between shifted below the resume point and marks the deleted ones. `--full`, and
+  a remembered listing older than CDC's reach, start over from row 1.
 - **cdc** — later runs: one CDC call for all of a realm's due entities from the earliest
   cursor; the new cursor is the response's `time`, stored in the same transaction as the data.
   A response of 1,000 objects is treated as truncated: the entities are asked one by one, and
@@ -54,7 +62,7 @@ import psycopg
 
 from db.connection import Database, one, scalar
 from db.errorlog import record_error
-from db.runs import RunRecord, advance_cursor, entity_states, finish_run, start_run
+from db.runs import RunRecord, advance_cursor, entity_states, finish_run, record_listing_progress, start_run
 from db.upserts import (
     UpsertResult,
     apply_objects,
@@ -85,6 +93,8 @@ CDC_MARGIN = timedelta(days=1)       # cursors older than WINDOW - MARGIN are no
 PAGE_SIZE = MAX_RESULTS              # MAXRESULTS (Intuit's maximum)
 WRITERS = 2                          # concurrent page transactions of one listing (PostgreSQL uses 2 cores)
 STRIDE = 990                         # concurrent pages start every STRIDE rows (10 rows overlap)
+RESUME_OVERLAP = PAGE_SIZE - STRIDE  # a resumed first load starts this many rows before its committed end
+ID_BATCH = 100                       # ids per `Id IN (...)` query for rows a resumed load missed
 _LOCK_NS = 0x5153_0003               # advisory lock namespace: "qbsync sync"
 ANALYZE_AFTER_ROWS = 10_000          # a listing that wrote this many rows refreshes the tables' statistics
 
@@ -211,7 +221,10 @@ class RealmSync:
                     kind = "full" if full or state.get("cursor") is None else "sweep"
                     jobs.append((self._begin(spec, kind), partial(self._full, spec, reconcile=True)))
             elif full or state.get("cursor") is None:
-                jobs.append((self._begin(spec, "full"), partial(self._full, spec, reconcile=full)))
+                first = state.get("cursor") is None
+                resume = _remembered(spec, state, now) if first and not full else None
+                jobs.append((self._begin(spec, "full"),
+                             partial(self._full, spec, reconcile=full, first_load=first, resume=resume)))
             else:
                 cdc_specs.append(spec)
         self._open_pools()
@@ -360,14 +373,24 @@ class RealmSync:
     # -- full listings ---------------------------------------------------------------------
 
     def _full(self, spec: EntitySpec, outcome: EntityOutcome, *, reconcile: bool,
-              condition: str | None = None) -> datetime:
+              condition: str | None = None, first_load: bool = False,
+              resume: _Listing | None = None) -> datetime:
         """List every row (optionally only `condition`), write per page, then move the cursor
         (unless `condition` is given: then the caller moves it). Returns the listing's time.
 
         Each page goes to PostgreSQL as the JSON text QBO served (`upsert_page`): no object
         is parsed in Python, and `raw` and every amount are exactly what QBO sent.
+
+        A `first_load` (no cursor yet) records in each page's transaction how far the listing is
+        committed (`record_listing_progress`: the contiguous prefix of committed pages, which
+        complete out of order), so a run killed mid-way is resumed by the next one (`resume`):
+        it lists from RESUME_OVERLAP rows before the committed end, keeps the remembered
+        listing time as the cursor-to-be, and ends with `_settle_resumed`.
         """
-        present: list[str] | None = [] if reconcile else None  # one "\n"-joined string per page
+        present: list[str] | None = [] if reconcile and resume is None else None  # one "\n"-joined string per page
+        start = 1 if resume is None else resume.resume_at - RESUME_OVERLAP
+        prefix = _Prefix(start) if first_load and condition is None else None
+        listing_time: datetime | None = None if resume is None else resume.time
         first_time: datetime | None = None
         counter = threading.Lock()
         seen = _IdSet()
@@ -376,21 +399,33 @@ class RealmSync:
             with self.db.transaction() as conn:
                 # Page commits need not wait for the WAL flush: the cursor moves in a later,
                 # synchronous commit, which flushes every page before it (WAL is ordered), so a
-                # crash can only lose pages whose cursor move is lost too.
+                # crash can only lose pages whose cursor move is lost too; and a page's progress
+                # is in its own commit, after the commits of the pages it counts.
                 conn.execute("SET LOCAL synchronous_commit = off")
                 self._lock(conn, spec.name, shared=True)
                 result = upsert_page(conn, spec, self.realm_id, page.body, page.key or spec.name, claim=seen.claim)
+                if prefix is not None:
+                    assert listing_time is not None  # set from the first page, before any write
+                    record_listing_progress(conn, self.realm_id, spec.name, listing_time,
+                                            prefix.end_with(page.start_position, page.count))
+            if prefix is not None:
+                prefix.add(page.start_position, page.count)
             with counter:
                 outcome.count(result)
                 if present is not None:
                     present.append("\n".join(result.present_ids))
 
+        if resume is not None:
+            log.info("sync realm=%s entity=%s: resuming the first load listed at %s from row %d"
+                     " (rows below %d committed)", self.realm_id, spec.name, resume.time.isoformat(), start,
+                     resume.resume_at)
         in_flight: set[Future] = set()
         try:
-            for page in self.listing(spec, condition):
+            for page in self.listing(spec, condition, start=start):
                 self._check_stop()
                 if first_time is None:
                     first_time = page.time
+                    listing_time = listing_time or first_time
                 if not page.count:
                     continue
                 if len(in_flight) >= WRITERS:
@@ -405,15 +440,18 @@ class RealmSync:
             for future in in_flight:
                 future.cancel()
             wait(in_flight)
-        assert first_time is not None
+        assert first_time is not None and listing_time is not None
         if condition is not None and present is None:
             return first_time
-        with self.db.transaction() as conn:
-            self._lock(conn, spec.name)
-            if present is not None:
-                ids = (i for chunk in present for i in chunk.split("\n") if i)
-                outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, ids, first_time)
-            self._advance(conn, spec.name, first_time, full=condition is None)
+        if resume is not None:
+            self._settle_resumed(spec, outcome, cursor=listing_time, listed_at=first_time, claim=seen.claim)
+        else:
+            with self.db.transaction() as conn:
+                self._lock(conn, spec.name)
+                if present is not None:
+                    ids = (i for chunk in present for i in chunk.split("\n") if i)
+                    outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, ids, first_time)
+                self._advance(conn, spec.name, first_time, full=condition is None)
         if outcome.rows_upserted >= ANALYZE_AFTER_ROWS:
             # a bulk load leaves the planner without statistics until autovacuum comes round:
             # reconciliation's joins over these tables would run minutes instead of seconds
@@ -421,7 +459,62 @@ class RealmSync:
                 for table in (spec.table, *((spec.line.table,) if spec.line else ()),
                               *(("linked_txns",) if spec.linked_txns else ())):
                     conn.execute(f"ANALYZE quickbooks.{table}")
-        return first_time
+        return listing_time
+
+    def _settle_resumed(self, spec: EntitySpec, outcome: EntityOutcome, *, cursor: datetime, listed_at: datetime,
+                        claim: Callable[[list[str]], list[str]]) -> None:
+        """End a resumed first load exactly, then move the cursor to the listing's first time.
+
+        Rows committed before the interruption and changed since are newer than `cursor`: the
+        next CDC brings them. What it cannot bring are rows that stayed unchanged and moved below
+        the resumed start (more than RESUME_OVERLAP committed rows deleted in QuickBooks
+        meanwhile), and the deletes themselves are only known to CDC. So, as in `_window`:
+        `COUNT(*) WHERE LastUpdatedTime < T` (T = the resumed listing's server time, whole
+        seconds) is compared with the local rows older than T that are live or were deleted
+        after `cursor`. A row missed that way needs more than RESUME_OVERLAP committed rows
+        deleted below it, each still counted here, so a miss always makes the counts differ.
+        Counts differ: the ids are listed (`SELECT Id` pages), ids without a live local row are
+        fetched (`Id IN (...)`) and written, and live local rows missing from the ids get
+        `deleted_at`; the cursor moves with that last write.
+        """
+        bound = listed_at.replace(microsecond=0)
+        clients, where = self._clients, spec.query_where(f"MetaData.LastUpdatedTime < {_qbo_literal(bound)}")
+        remote = self._fetchers().submit(lambda: clients.get().count(spec.name, where)).result()
+        with self.db.transaction() as conn:
+            local = scalar(
+                conn, f"SELECT count(*) FROM {spec.qualified_table} WHERE realm_id = %s"
+                " AND (deleted_at IS NULL OR deleted_at >= %s) AND (qbo_updated_at IS NULL OR qbo_updated_at < %s)",
+                (self.realm_id, cursor, bound))
+        present: list[str] | None = None
+        as_of = listed_at
+        if remote != local:
+            log.info("sync realm=%s entity=%s: %d rows before %s in QuickBooks, %d here after resuming;"
+                     " reconciling ids", self.realm_id, spec.name, remote, bound.isoformat(), local)
+            present, as_of = self._listed_ids(spec)
+            with self.db.transaction() as conn:
+                missing = [r[0] for r in conn.execute(
+                    f"SELECT p.id FROM unnest(%s::text[]) AS p(id) WHERE NOT EXISTS (SELECT 1 FROM"
+                    f" {spec.qualified_table} t WHERE t.realm_id = %s AND t.id = p.id AND t.deleted_at IS NULL)",
+                    ([i for chunk in present for i in chunk.split("\n") if i], self.realm_id))]
+
+            def fetch(where: str | None) -> RawPage:
+                return clients.get().query_page(spec.name, where, "Id", 1)
+
+            for i in range(0, len(missing), ID_BATCH):
+                self._check_stop()
+                listed = ", ".join("'" + ident.replace("'", "\\'") + "'" for ident in missing[i:i + ID_BATCH])
+                page = self._fetchers().submit(fetch, spec.query_where(f"Id IN ({listed})")).result()
+                if page.count:
+                    with self.db.transaction() as conn:
+                        self._lock(conn, spec.name, shared=True)
+                        outcome.count(upsert_page(conn, spec, self.realm_id, page.body, page.key or spec.name,
+                                                  claim=claim))
+        with self.db.transaction() as conn:
+            self._lock(conn, spec.name)
+            if present is not None:
+                ids = (i for chunk in present for i in chunk.split("\n") if i)
+                outcome.rows_deleted += reconcile_missing(conn, spec, self.realm_id, ids, as_of)
+            self._advance(conn, spec.name, cursor, full=True)
 
     def _listed_ids(self, spec: EntitySpec) -> tuple[list[str], datetime]:
         """Every id of the entity (`SELECT Id` pages, ids only) as one newline-joined string per
@@ -450,9 +543,10 @@ class RealmSync:
     def listing(self, spec: EntitySpec, condition: str | None = None, *, select: str = "*",
                 start: int = 1) -> Iterator[RawPage]:
         """Every page of `SELECT select FROM entity [WHERE ...] ORDERBY Id` from STARTPOSITION
-        `start`, as served (RawPage).
+        `start` (a resumed first load starts past its committed rows), as served (RawPage).
 
-        The first page comes first (its time is the listing's cursor). When it is full, a COUNT
+        The first page comes first (its time is the listing's cursor; a resumed first load keeps
+        the time it remembered). When it is full, a COUNT
         sizes the listing and the rest is fetched concurrently through the run's fetch pool (QBO_MAX_CONCURRENCY requests
         in flight for the realm, shared by the listings running side by side; a bounded
         number of pages in memory): pages start every STRIDE
@@ -647,6 +741,54 @@ class _IdSet:
         """Add `idents`; return those that were already there (thread-safe)."""
         with self._lock:
             return [i for i in idents if not self.add(i)]
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """An unfinished first load as sync_state remembers it: QBO's time of its first page (the
+    cursor it sets when done) and the STARTPOSITION below which every row is committed."""
+
+    time: datetime
+    resume_at: int
+
+
+def _remembered(spec: EntitySpec, state: dict[str, Any], now: datetime) -> _Listing | None:
+    """The unfinished first load to resume, if any. One listed before CDC's reach (minus the
+    margin) is not resumed: its cursor-to-be would be too old for the CDC that follows, so the
+    listing starts over; so does one with fewer committed rows than the resume's overlap."""
+    at, resume_at = state.get("listing_time"), state.get("listing_resume_position")
+    if at is None or resume_at is None or resume_at - RESUME_OVERLAP <= 1:
+        return None
+    if at < now - (CDC_WINDOW - CDC_MARGIN):
+        log.info("sync entity=%s: the unfinished first load listed at %s is older than CDC reaches;"
+                 " listing again from the start", spec.name, at.isoformat())
+        return None
+    return _Listing(at, int(resume_at))
+
+
+class _Prefix:
+    """The contiguous prefix of one listing's committed pages (pages complete out of order):
+    `end_with(start, count)` is the first row not yet covered if that page commits too,
+    `add(start, count)` records a committed page (thread-safe)."""
+
+    def __init__(self, start: int) -> None:
+        self._start = start
+        self._ends: dict[int, int] = {}  # page start -> the row after its last
+        self._lock = threading.Lock()
+
+    def end_with(self, start: int, count: int) -> int:
+        with self._lock:
+            ends = {**self._ends, start: max(self._ends.get(start, start), start + count)}
+        end = self._start
+        for page_start in sorted(ends):
+            if page_start > end:
+                break
+            end = max(end, ends[page_start])
+        return end
+
+    def add(self, start: int, count: int) -> None:
+        with self._lock:
+            self._ends[start] = max(self._ends.get(start, start), start + count)
 
 
 class _Interrupted(Exception):
