@@ -754,8 +754,10 @@ class _Listing:
 
 def _remembered(spec: EntitySpec, state: dict[str, Any], now: datetime) -> _Listing | None:
     """The unfinished first load to resume, if any. One listed before CDC's reach (minus the
-    margin) is not resumed: its cursor-to-be would be too old for the CDC that follows, so the
-    listing starts over; so does one with fewer committed rows than the resume's overlap."""
+    margin, by our clock) is not resumed: its cursor-to-be would be too old for the CDC that
+    follows, so the listing starts over (should Intuit's clock still refuse the cursor, CDC goes
+    to a window, as for any stale cursor); so does one with no more committed rows than the
+    resume's overlap."""
     at, resume_at = state.get("listing_time"), state.get("listing_resume_position")
     if at is None or resume_at is None or resume_at - RESUME_OVERLAP <= 1:
         return None
