@@ -56,3 +56,20 @@ def test_formatter_redacts_tracebacks() -> None:
         import sys
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     assert "sekrit-in-traceback" not in PM2Formatter("%(message)s").format(record)
+
+
+def test_thousands_of_registered_secrets_are_all_found_also_when_they_share_a_beginning() -> None:
+    """A sync process of a large fleet knows a token pair per realm; every one must still be scrubbed,
+    the longer of two secrets starting alike first, and nothing else touched."""
+    import secrets as random_secrets
+
+    from services.core.logs import REDACTED, redact, register_secret
+
+    tokens = [random_secrets.token_urlsafe(24) for _ in range(3000)]
+    for token in tokens:
+        register_secret(token)
+    register_secret("SharedStart-short")
+    register_secret("SharedStart-short-and-longer")
+    text = f"realm 1: {tokens[0]} / {tokens[2999]} / SharedStart-short-and-longer / SharedStart-short; ok"
+    assert redact(text) == f"realm 1: {REDACTED} / {REDACTED} / {REDACTED} / {REDACTED}; ok"
+    assert redact("nothing secret here, only SharedStart") == "nothing secret here, only SharedStart"
